@@ -1,0 +1,1 @@
+"""Generated gRPC/protobuf stubs. Regenerate with `python scripts/gen_stubs.py`."""
