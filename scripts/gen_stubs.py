@@ -69,7 +69,9 @@ def generate(out: Path) -> None:
     for f in out.rglob("*.py*"):
         if f.suffix in (".py", ".pyi") and f.name != "__init__.py":
             _rewrite(f)
-    (out / "__init__.py").write_text('"""Generated gRPC/protobuf stubs. Regenerate with `python scripts/gen_stubs.py`."""\n')
+    (out / "__init__.py").write_text(
+        '"""Generated gRPC/protobuf stubs. Regenerate with `python scripts/gen_stubs.py`."""\n'
+    )
     (out / "py.typed").touch()
 
 

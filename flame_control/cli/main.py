@@ -1,0 +1,38 @@
+"""The ``flame`` command: run the control plane and talk to it.
+
+flame up [--config FILE] [--set K=V ...] [--services pce,clmc] [--log-level pce=debug,...]
+flame status [--config FILE] [--timeout S]
+flame bench AREA [--quick] [--json FILE]
+flame validate TEMPLATE
+flame token new ROLE SUBJECT | flame token hash TOKEN
+flame certs init DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``flame`` (subcommands register themselves here)."""
+    from flame_control.cli import bench, certs, status, token, up, validate
+
+    parser = argparse.ArgumentParser(prog="flame", description="FLAME control plane")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (up, status, bench, validate, token, certs):
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``flame`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""The server interceptor every FLAME service runs behind: authentication, per-RPC role rules, idempotent retries,
+domain-error mapping to rich gRPC status, and one access-log line per call."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from flame_control.runtime.auth import PUBLIC_METHOD_PREFIXES, Authenticator
+from flame_control.runtime.errors import DomainError, PermissionDenied
+from flame_control.runtime.idempotency import IdempotencyCache
+from flame_control.runtime.service import AccessRules, Principal
+
+log = logging.getLogger("flame.runtime")
+
+_STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+async def abort_with(context: grpc.aio.ServicerContext[Any, Any], error: DomainError) -> None:
+    """Abort the RPC with the error's code, message and ``google.rpc.Status`` details (raises)."""
+    status = error.to_status()
+    await context.abort(
+        error.code, error.message, trailing_metadata=((_STATUS_DETAILS_KEY, status.SerializeToString()),)
+    )
+
+
+class RuntimeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Wraps every handler of one service."""
+
+    def __init__(
+        self, service_name: str, access: AccessRules, authenticator: Authenticator, idempotency: IdempotencyCache
+    ) -> None:
+        self.service_name = service_name
+        self.access = access
+        self.authenticator = authenticator
+        self.idempotency = idempotency
+        self.component = service_name.split(".")[1] if service_name.count(".") >= 2 else service_name
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(details)
+        if handler is None or details.method.startswith(PUBLIC_METHOD_PREFIXES):
+            return handler
+        method_name = details.method.rsplit("/", 1)[-1]
+        return _wrap(handler, self, details.method, method_name)
+
+    def authorize(self, metadata: Any, method_name: str) -> Principal:
+        """Authenticate the caller and check the per-RPC role rule; raises a DomainError."""
+        principal = self.authenticator.principal(metadata)
+        if not self.access.allowed(method_name, principal.role):
+            raise PermissionDenied(f"role {principal.role.value} may not call {self.service_name}/{method_name}")
+        return principal
+
+    def log_call(self, method: str, principal: Principal | None, code: str, started: float) -> None:
+        """One access-log line per call (no request contents: they may hold personal data)."""
+        log.info(
+            "rpc",
+            extra={
+                "fields": {
+                    "method": method,
+                    "subject": principal.subject if principal else "-",
+                    "code": code,
+                    "ms": f"{(time.perf_counter() - started) * 1000:.2f}",
+                }
+            },
+        )
+
+
+def _wrap(
+    handler: grpc.RpcMethodHandler[Any, Any], ic: RuntimeInterceptor, method: str, name: str
+) -> grpc.RpcMethodHandler[Any, Any]:
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(
+            _unary(handler.unary_unary, ic, method, name, idempotent=True),
+            handler.request_deserializer,
+            handler.response_serializer,
+        )
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(
+            _unary(handler.stream_unary, ic, method, name, idempotent=False),
+            handler.request_deserializer,
+            handler.response_serializer,
+        )
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(
+            _streaming(handler.unary_stream, ic, method, name),
+            handler.request_deserializer,
+            handler.response_serializer,
+        )
+    return grpc.stream_stream_rpc_method_handler(
+        _streaming(handler.stream_stream, ic, method, name), handler.request_deserializer, handler.response_serializer
+    )
+
+
+def _unary(behavior: Any, ic: RuntimeInterceptor, method: str, name: str, idempotent: bool) -> Any:
+    async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        started = time.perf_counter()
+        principal: Principal | None = None
+        code = "OK"
+        try:
+            principal = ic.authorize(context.invocation_metadata(), name)
+            if idempotent:
+                return await ic.idempotency.run(
+                    method, principal.subject, request, lambda: _call(behavior, request, context)
+                )
+            return await _call(behavior, request, context)
+        except NotImplementedError:
+            code = "UNIMPLEMENTED"
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet (see docs/)")
+        except DomainError as err:
+            code = err.code.name
+            await abort_with(context, err)
+        except Exception as exc:
+            code = _code_of(context, exc)
+            if code == "INTERNAL":
+                log.exception("unhandled error in %s", method)
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error (see server log)")
+            raise
+        finally:
+            ic.log_call(method, principal, code, started)
+
+    return wrapped
+
+
+def _streaming(behavior: Any, ic: RuntimeInterceptor, method: str, name: str) -> Any:
+    async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        started = time.perf_counter()
+        principal: Principal | None = None
+        code = "OK"
+        try:
+            principal = ic.authorize(context.invocation_metadata(), name)
+            result = behavior(request, context)
+            if inspect.isawaitable(result):
+                result = await result
+            if hasattr(result, "__aiter__"):
+                async for item in result:
+                    yield item
+            elif result is not None:
+                for item in result:
+                    yield item
+        except NotImplementedError:
+            code = "UNIMPLEMENTED"
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet (see docs/)")
+        except DomainError as err:
+            code = err.code.name
+            await abort_with(context, err)
+        except Exception as exc:
+            code = _code_of(context, exc)
+            if code == "INTERNAL":
+                log.exception("unhandled error in %s", method)
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error (see server log)")
+            raise
+        finally:
+            ic.log_call(method, principal, code, started)
+
+    return wrapped
+
+
+async def _call(behavior: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    result = behavior(request, context)
+    return await result if inspect.isawaitable(result) else result
+
+
+def _code_of(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> str:
+    # context.abort raises AbortError after setting the code; cancellations are not errors of ours.
+    if type(exc).__name__ in ("AbortError", "CancelledError", "UsageError"):
+        code = context.code()
+        return code.name if isinstance(code, grpc.StatusCode) else "ABORTED"
+    return "INTERNAL"

@@ -1,0 +1,169 @@
+"""The one server bootstrap: every FLAME service is served by :class:`ServiceHost` on its own port, with gRPC health
+and server reflection always on, TLS/mTLS and bearer-token roles from config, the runtime interceptor, and graceful
+shutdown (health NOT_SERVING first, then drain in-flight calls for ``shutdown_grace_s``)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import _async as health_aio  # the module behind health.aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from flame_control.runtime import auth
+from flame_control.runtime.config import FlameConfig
+from flame_control.runtime.idempotency import IdempotencyCache
+from flame_control.runtime.interceptor import RuntimeInterceptor
+from flame_control.runtime.registry import SERVICE_MODULES
+from flame_control.runtime.service import ServiceContext, ServiceSpec
+
+log = logging.getLogger("flame.runtime")
+
+#: Client retry policy (retry on UNAVAILABLE only) applied to channels between components.
+_RETRY_SERVICE_CONFIG = (
+    '{"methodConfig": [{"name": [{}], "retryPolicy": {"maxAttempts": 4, "initialBackoff": "0.1s",'
+    ' "maxBackoff": "2s", "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}]}'
+)
+
+
+class _TokenClientInterceptor(
+    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
+    grpc.aio.StreamUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.aio.StreamStreamClientInterceptor,  # type: ignore[type-arg]
+):
+    """Adds the bearer token on plaintext channels (gRPC refuses call credentials without TLS)."""
+
+    def __init__(self, token: str) -> None:
+        self._md = ("authorization", f"Bearer {token}")
+
+    def _details(self, details: Any) -> Any:
+        md = [*(details.metadata or []), self._md]
+        return details._replace(metadata=md)
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+    async def intercept_stream_unary(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
+        return await continuation(self._details(details), request_iterator)
+
+    async def intercept_stream_stream(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
+        return await continuation(self._details(details), request_iterator)
+
+
+def open_channel(config: FlameConfig, target: str, token: str | None = None) -> grpc.aio.Channel:
+    """A channel to a FLAME service with the configured TLS, token and retry policy."""
+    options = [("grpc.service_config", _RETRY_SERVICE_CONFIG), ("grpc.enable_retries", 1)]
+    creds = auth.channel_credentials(config.tls, token)
+    if creds is not None:
+        return grpc.aio.secure_channel(target, creds, options=options)
+    interceptors: Any = [_TokenClientInterceptor(token)] if token else None
+    return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+
+
+@dataclass
+class _Running:
+    spec: ServiceSpec
+    server: grpc.aio.Server
+    health: health_aio.HealthServicer
+    port: int
+
+
+@dataclass
+class ServiceHost:
+    """Builds and runs a set of services in one process, each on its own port."""
+
+    config: FlameConfig
+    settings: dict[str, Any]
+    clock: Any = time.monotonic
+    running: dict[str, _Running] = field(default_factory=dict)
+    _channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.authenticator = auth.Authenticator(self.config.auth)
+        auth.install(self.authenticator)
+        self.idempotency = IdempotencyCache(self.clock)
+        self._token = auth.client_token(self.config.auth)
+
+    def channel_to(self, key: str) -> grpc.aio.Channel:
+        """A shared channel to a peer service (lazily opened)."""
+        if key not in self._channels:
+            self._channels[key] = open_channel(self.config, self.config.peer_target(key), self._token)
+        return self._channels[key]
+
+    def build(self, key: str) -> ServiceSpec:
+        """Import a service module and build its spec."""
+        module = importlib.import_module(SERVICE_MODULES[key])
+        state_dir = Path(self.config.state_dir) / key
+        state_dir.mkdir(parents=True, exist_ok=True)
+        ctx = ServiceContext(key=key, settings=self.settings[key], state_dir=state_dir, channel_to=self.channel_to)
+        spec: ServiceSpec = module.build(ctx)
+        return spec
+
+    async def start_spec(self, key: str, spec: ServiceSpec, port: int) -> int:
+        """Serve one spec on ``listen.host:port``; returns the bound port."""
+        interceptor = RuntimeInterceptor(spec.name, spec.access, self.authenticator, self.idempotency)
+        server = grpc.aio.server(
+            interceptors=[interceptor],
+            options=[("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.so_reuseport", 0)],
+        )
+        spec.register(spec.servicer, server)
+        health_servicer = health_aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection((spec.name, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        address = f"{self.config.listen.host}:{port}"
+        creds = auth.server_credentials(self.config.tls)
+        bound = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
+        if bound == 0:
+            raise OSError(f"{key}: cannot listen on {address}")
+        await server.start()
+        if spec.on_start is not None:
+            await spec.on_start()
+        for name in ("", spec.name):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.running[key] = _Running(spec, server, health_servicer, bound)
+        log.info("serving", extra={"fields": {"service": spec.name, "address": f"{self.config.listen.host}:{bound}"}})
+        return int(bound)
+
+    async def start(self, keys: Iterable[str]) -> dict[str, int]:
+        """Build and start the services named by ``keys``; returns key -> port."""
+        ports = {}
+        for key in keys:
+            ports[key] = await self.start_spec(key, self.build(key), self.config.listen.port(key))
+        return ports
+
+    async def stop(self) -> None:
+        """Graceful shutdown: NOT_SERVING everywhere, drain, run on_stop hooks, close peer channels."""
+        for r in self.running.values():
+            await r.health.enter_graceful_shutdown()
+        await asyncio.gather(*(r.server.stop(self.config.shutdown_grace_s) for r in self.running.values()))
+        for r in self.running.values():
+            if r.spec.on_stop is not None:
+                try:
+                    await r.spec.on_stop()
+                except Exception:
+                    log.exception("on_stop of %s failed", r.spec.name)
+        for channel in self._channels.values():
+            await channel.close(None)
+        self.running.clear()
+        self._channels.clear()
+
+
+async def serve_forever(host: ServiceHost, keys: Sequence[str], stop: asyncio.Event) -> None:
+    """Start ``keys``, wait for ``stop``, then shut down gracefully."""
+    try:
+        await host.start(keys)
+        await stop.wait()
+    finally:
+        await host.stop()
