@@ -12,6 +12,7 @@ if git rev-parse -q --verify HEAD~1 >/dev/null 2>&1; then
   buf breaking --against ".git#ref=HEAD~1" || { echo "buf breaking failed"; exit 1; }
 fi
 echo "== generated stubs current"; python scripts/gen_stubs.py --check
+echo "== API reference current"; python scripts/gen_api_docs.py --check
 echo "== ruff"; ruff check .
 echo "== mypy"; mypy flame_control pce nap_agent clmc
 echo "== pytest"
