@@ -31,7 +31,7 @@ class Echo(services.EchoServiceServicer):  # type: ignore[misc,name-defined]
     def __init__(self) -> None:
         self.calls = 0
 
-    async def Echo(self, request: Any, context: Any) -> Any:  # noqa: N802
+    async def Echo(self, request: Any, context: Any) -> Any:
         v = Violations()
         v.check(bool(request.text), "text", "must not be empty")
         v.check(len(request.text) <= 10, "text", "at most 10 characters")
@@ -41,7 +41,7 @@ class Echo(services.EchoServiceServicer):  # type: ignore[misc,name-defined]
             raise RuntimeError("secret internal detail")
         return protos.EchoResponse(text=request.text, calls=self.calls)
 
-    async def Count(self, request: Any, context: Any) -> AsyncIterator[Any]:  # noqa: N802
+    async def Count(self, request: Any, context: Any) -> AsyncIterator[Any]:
         for i in range(request.n):
             yield protos.CountResponse(i=i)
 
@@ -151,7 +151,9 @@ def test_token_roles_permission_denied_and_allowed() -> None:
 def test_mtls_refuses_a_client_without_certificate(tmp_path: Path) -> None:
     pki = write_dev_pki(tmp_path)
     server_tls = TlsConfig(enabled=True, cert=pki["server_cert"], key=pki["server_key"], client_ca=pki["ca"])
-    with_cert = TlsConfig(enabled=True, client_ca=pki["ca"], client_cert=pki["client_cert"], client_key=pki["client_key"])
+    with_cert = TlsConfig(
+        enabled=True, client_ca=pki["ca"], client_cert=pki["client_cert"], client_key=pki["client_key"]
+    )
     without_cert = TlsConfig(enabled=True, client_ca=pki["ca"])
 
     async def call(target: str, tls: TlsConfig) -> grpc.StatusCode:
