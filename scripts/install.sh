@@ -19,6 +19,10 @@ if [ "${1:-}" = "--test" ]; then
   fi
 fi
 PY=${PYTHON:-python3}
+if ! "$PY" -c "import venv, ensurepip" 2>/dev/null; then
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+  else echo "install.sh: python3-venv is missing: run 'sudo apt-get install -y python3-venv' first" >&2; exit 1; fi
+fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/pip install -q --upgrade pip >/dev/null
 .venv/bin/pip install -q -e ".${extra}"
