@@ -1,0 +1,290 @@
+"""The PCE's pure core: topology + LIDs + registrations -> per-NAP views and switch configurations.
+
+Routes are computed on shortest-path trees rooted at the *server* NAPs (few) rather than at every client NAP (many);
+paths are symmetric, so a client's route to a server is the reversed tree path. An index from link id to the NAPs whose
+current view uses it makes a link failure recompute only the affected NAPs' views (SFR-13).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from flame_control.runtime.errors import FieldViolation, InvalidArgument, NotFound
+from pce import lids as lidlib
+from pce.paths import Constraints, PathEngine, choose_server, directions_of, multicast_tree
+from pce.registry import Registration, Registry
+from pce.topology import EMPTY, Topology
+
+DEFAULT = Constraints()
+
+
+@dataclass(frozen=True)
+class Route:
+    """How a client NAP reaches one server NAP."""
+
+    server: str
+    fid: int
+    reverse_fid: int
+    cost: float
+    nodes: tuple[str, ...]
+    links: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class NapView:
+    """Everything one NAP needs (the content of a snapshot, without its version)."""
+
+    ilid: int
+    routes: tuple[tuple[str, tuple[Route, ...]], ...]
+    local_fqdns: tuple[str, ...]
+
+    def links(self) -> set[str]:
+        """Links any of this view's routes use."""
+        return {link for _, routes in self.routes for r in routes for link in r.links}
+
+
+@dataclass
+class PceCore:
+    """State of the PCE. Methods return what changed; adapters push it."""
+
+    topology: Topology = EMPTY
+    registry: Registry = field(default_factory=Registry)
+    version: int = 0
+
+    def __post_init__(self) -> None:
+        self.engine = PathEngine(self.topology)
+        self.plan = lidlib.plan(self.topology)
+        self.views: dict[str, NapView] = {}
+        self.interest: dict[str, frozenset[str] | None] = {}
+        self._link_users: dict[str, set[str]] = {}
+
+    # -- topology -------------------------------------------------------------------------------------------------
+    def apply_topology(self, topo: Topology) -> set[str]:
+        """Replace the topology (already validated); drop registrations behind vanished NAPs; returns affected NAPs."""
+        self.topology = topo
+        self.engine = PathEngine(topo)
+        self.plan = lidlib.plan(topo)
+        self.registry.drop_naps(n for n in {nap for _, nap in self.registry.registrations} if n not in topo.nodes)
+        self.version += 1
+        return self.refresh(self.views.keys())
+
+    def set_link_state(self, link_id: str, up: bool) -> set[str]:
+        """Mark a link up/down; recompute only views that can change; returns affected NAPs."""
+        if link_id not in self.topology.links:
+            raise NotFound("link", link_id)
+        if self.topology.links[link_id].down == (not up):
+            return set()
+        topo = self.topology.with_link_state(link_id, up)
+        engine = PathEngine(topo)
+        self.engine.invalidate_link(link_id, up, engine)
+        self.topology, self.engine = topo, engine
+        self.version += 1
+        candidates = set(self._link_users.get(link_id, set())) if not up else set(self.views)
+        return self.refresh(candidates)
+
+    # -- registrations --------------------------------------------------------------------------------------------
+    def register(self, reg: Registration) -> set[str]:
+        """Register an FQDN behind a NAP of the topology; returns affected NAPs."""
+        node = self.topology.nodes.get(reg.nap_id)
+        if node is None or node.kind != "nap":
+            raise InvalidArgument([FieldViolation("nap_id", f"{reg.nap_id!r} is not a NAP of the topology")])
+        self.registry.register(reg)
+        return self.refresh(self._interested_in(reg.fqdn) | {reg.nap_id})
+
+    def unregister(self, fqdn: str, nap_id: str) -> set[str]:
+        """Remove a registration; returns affected NAPs."""
+        self.registry.unregister(fqdn, nap_id)
+        return self.refresh(self._interested_in(fqdn) | {nap_id})
+
+    def _interested_in(self, fqdn: str) -> set[str]:
+        return {n for n, wanted in self.interest.items() if wanted is None or fqdn in wanted}
+
+    # -- routes ---------------------------------------------------------------------------------------------------
+    def routes(self, client: str, fqdn: str, c: Constraints = DEFAULT) -> list[Route]:
+        """Routes from ``client`` to every server NAP of ``fqdn`` satisfying ``c``, best first."""
+        servers = self.registry.servers(fqdn)
+        if c.traffic_class == "" and self.topology.classes:
+            cls = self.topology.class_for(fqdn)
+            if cls:
+                c = Constraints(**{**c.__dict__, "traffic_class": cls})
+        out = []
+        if c.max_distance_km or c.prefer_nodes or c.region or c.avoid_nodes or c.avoid_links or c.max_hops:
+            ranked = choose_server(self.engine, client, servers, c)
+            for cost, server in ranked:
+                path = self.engine.tree(client, c).path_to(server)
+                if path is not None:
+                    out.append(self._route(path[0], path[1], cost))
+            return out
+        for server in servers:
+            tree = self.engine.tree(server, c)
+            path = tree.path_to(client)
+            if path is None:
+                continue
+            nodes, links = path[0][::-1], path[1][::-1]
+            out.append(self._route(nodes, links, tree.cost[client]))
+        out.sort(key=lambda r: (r.cost, r.server))
+        return out
+
+    def _route(self, nodes: Sequence[str], links: Sequence[str], cost: float) -> Route:
+        forward = directions_of(self.engine, nodes)
+        backward = directions_of(self.engine, nodes[::-1])
+        adjacency = self.engine.neighbours() if not self.plan.exact else {}
+        _, fid, _ = lidlib.choose_table(self.plan, forward, [nodes[-1]], adjacency)
+        _, rfid, _ = lidlib.choose_table(self.plan, backward, [nodes[0]], adjacency)
+        return Route(nodes[-1], fid, rfid, cost, tuple(nodes), tuple(links))
+
+    def resolve(self, client: str, fqdn: str, c: Constraints = DEFAULT) -> list[Route]:
+        """ResolvePath: validated inputs, NotFound when nothing serves the name reachably."""
+        node = self.topology.nodes.get(client)
+        if node is None or node.kind != "nap":
+            raise InvalidArgument([FieldViolation("client_nap_id", f"{client!r} is not a NAP of the topology")])
+        if c.traffic_class and c.traffic_class not in self.topology.classes:
+            raise InvalidArgument([FieldViolation("constraints.traffic_class", f"unknown class {c.traffic_class!r}")])
+        if not self.registry.servers(fqdn):
+            raise NotFound("fqdn", fqdn, f"no NAP serves {fqdn!r}")
+        routes = self.routes(client, fqdn, c)
+        if not routes:
+            raise NotFound("path", f"{client}->{fqdn}", f"no server of {fqdn!r} is reachable under the constraints")
+        return routes
+
+    def multicast(
+        self, source: str, destinations: Sequence[str], c: Constraints = DEFAULT
+    ) -> tuple[list[str], int, bool]:
+        """(links, fid, false_positive_free) of a tree from ``source`` reaching exactly ``destinations``."""
+        v = []
+        for i, d in enumerate(destinations):
+            node = self.topology.nodes.get(d)
+            if node is None or node.kind != "nap":
+                v.append(FieldViolation(f"destination_nap_ids[{i}]", f"{d!r} is not a NAP"))
+        src = self.topology.nodes.get(source)
+        if src is None or src.kind != "nap":
+            v.append(FieldViolation("source_nap_id", f"{source!r} is not a NAP"))
+        if not destinations:
+            v.append(FieldViolation("destination_nap_ids", "at least one destination"))
+        if v:
+            raise InvalidArgument(v)
+        result = multicast_tree(self.engine, source, destinations, c)
+        assert result is not None
+        links, missing = result
+        if missing:
+            raise NotFound("path", ",".join(missing), f"unreachable from {source}: {', '.join(missing)}")
+        tree_dirs = self.tree_directions(source, destinations, c)
+        _, fid, ok = lidlib.choose_table(self.plan, tree_dirs, destinations, self.engine.neighbours())
+        return links, fid, ok
+
+    def tree_directions(
+        self, source: str, destinations: Iterable[str], c: Constraints = DEFAULT
+    ) -> list[tuple[str, str]]:
+        """Switch output directions of the multicast tree."""
+        tree = self.engine.tree(source, c)
+        dirs: set[tuple[str, str]] = set()
+        for d in destinations:
+            path = tree.path_to(d)
+            if path:
+                dirs.update(directions_of(self.engine, path[0]))
+        return sorted(dirs)
+
+    # -- views ----------------------------------------------------------------------------------------------------
+    def subscribe(self, nap_id: str, interested: Iterable[str] | None) -> NapView:
+        """A NAP opened a session: remember its interest and return its current view."""
+        wanted = frozenset(interested) if interested else None
+        self.interest[nap_id] = wanted
+        self.refresh([nap_id])
+        return self.views[nap_id]
+
+    def unsubscribe(self, nap_id: str) -> None:
+        """Forget a NAP's interest (its session closed)."""
+        self.interest.pop(nap_id, None)
+        view = self.views.pop(nap_id, None)
+        if view is not None:
+            for link in view.links():
+                self._link_users.get(link, set()).discard(nap_id)
+
+    def view_of(self, nap_id: str) -> NapView:
+        """Compute a NAP's view from scratch."""
+        table = self.plan.tables[0]
+        ilid = table.ilids.get(nap_id, 0)
+        wanted = self.interest.get(nap_id)
+        fqdns = self.registry.fqdns() if wanted is None else sorted(wanted)
+        routes = []
+        if nap_id in self.topology.nodes:
+            for fqdn in fqdns:
+                rs = [r for r in self.routes(nap_id, fqdn) if r.server != nap_id] if self.registry.servers(fqdn) else []
+                routes.append((fqdn, tuple(rs)))
+        local = tuple(sorted(r.fqdn for r in self.registry.matching(nap_id=nap_id)))
+        return NapView(ilid, tuple(routes), local)
+
+    def refresh(self, naps: Iterable[str]) -> set[str]:
+        """Recompute views of ``naps`` that have sessions; returns those whose view changed."""
+        changed = set()
+        for nap in list(naps):
+            if nap not in self.interest:
+                continue
+            new = self.view_of(nap)
+            old = self.views.get(nap)
+            if new != old:
+                if old is not None:
+                    for link in old.links():
+                        self._link_users.get(link, set()).discard(nap)
+                for link in new.links():
+                    self._link_users.setdefault(link, set()).add(nap)
+                self.views[nap] = new
+                changed.add(nap)
+        return changed
+
+    # -- switches -------------------------------------------------------------------------------------------------
+    def switch_ports(self) -> dict[int, dict[int, int]]:
+        """dpid -> {port: LID of the direction leaving through that port} (table 0)."""
+        table = self.plan.tables[0]
+        out: dict[int, dict[int, int]] = {}
+        for sw in self.topology.switches():
+            ports = {}
+            for link in self.topology.links.values():
+                if sw.id in (link.a[0], link.b[0]):
+                    far = link.other(sw.id)[0]
+                    ports[link.port_at(sw.id)] = table.lids[(sw.id, far)]
+            out[sw.dpid] = dict(sorted(ports.items()))
+        return out
+
+
+def parse_constraints(
+    metric: str = "hops",
+    traffic_class: str = "",
+    region: str = "",
+    max_distance_km: float = 0.0,
+    origin: tuple[float, float] | None = None,
+    avoid_nodes: Iterable[str] = (),
+    avoid_links: Iterable[str] = (),
+    prefer_nodes: Iterable[str] = (),
+    max_hops: int = 0,
+    known_nodes: Mapping[str, object] | None = None,
+    known_links: Mapping[str, object] | None = None,
+    prefix: str = "constraints",
+) -> Constraints:
+    """Validated Constraints (InvalidArgument listing every bad field)."""
+    v = []
+    if not (math.isfinite(max_distance_km) and max_distance_km >= 0):
+        v.append(FieldViolation(f"{prefix}.geo.max_distance_km", "must be a finite number >= 0"))
+    for name, ids, known in (
+        ("avoid_node_ids", avoid_nodes, known_nodes),
+        ("prefer_node_ids", prefer_nodes, known_nodes),
+        ("avoid_link_ids", avoid_links, known_links),
+    ):
+        for i, x in enumerate(ids):
+            if known is not None and x not in known:
+                v.append(FieldViolation(f"{prefix}.{name}[{i}]", f"unknown id {x!r}"))
+    if v:
+        raise InvalidArgument(v)
+    return Constraints(
+        metric,
+        traffic_class,
+        region,
+        max_distance_km,
+        origin,
+        frozenset(avoid_nodes),
+        frozenset(avoid_links),
+        frozenset(prefer_nodes),
+        max_hops,
+    )

@@ -1,0 +1,119 @@
+"""Link identifiers (LIDs) for every switch output direction and internal LIDs (iLIDs) for every NAP (SFR-8).
+
+Up to 256 identifiers, each gets one distinct bit: FIDs are exact and never deliver off their tree. Past 256, LIDs get
+``k`` bits (Bloom-filter style) and, as in LIPSIN, ``d`` independent LID tables are kept; for each tree the PCE picks
+a table whose FID has no false positive on any link adjacent to the tree (:func:`choose_table`). Allocation is
+deterministic (a hash of the identifier name and table number), so a restarted PCE assigns the same LIDs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from flame_control.icn import fid as fidlib
+from pce.topology import Topology
+
+#: A direction: (from node, to node) over a link; switches match the LID of their output port's direction.
+Direction = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class LidTable:
+    """One assignment of LIDs to directions and iLIDs to NAPs."""
+
+    index: int
+    lids: Mapping[Direction, int]
+    ilids: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class LidPlan:
+    """All LID tables of a topology (one table when every identifier has its own bit)."""
+
+    tables: tuple[LidTable, ...]
+    bits_per_lid: int
+
+    @property
+    def exact(self) -> bool:
+        """True when identifiers are single distinct bits (no false positives possible)."""
+        return self.bits_per_lid == 1
+
+
+def directions(topo: Topology) -> list[Direction]:
+    """Every direction leaving a switch (the ones that need a LID), sorted."""
+    out = []
+    for link in topo.links.values():
+        for (src, _), (dst, _) in ((link.a, link.b), (link.b, link.a)):
+            if topo.nodes[src].kind == "switch":
+                out.append((src, dst))
+    return sorted(out)
+
+
+def _bits(name: str, table: int, k: int) -> int:
+    value, counter = 0, 0
+    while bin(value).count("1") < k:
+        digest = hashlib.blake2b(f"{table}:{counter}:{name}".encode(), digest_size=8).digest()
+        value |= 1 << (int.from_bytes(digest, "big") % fidlib.BITS)
+        counter += 1
+    return value
+
+
+def plan(topo: Topology, bits_per_lid: int = 5, tables: int = 8) -> LidPlan:
+    """Assign LIDs and iLIDs; exact single bits when they fit in 256, else ``tables`` Bloom tables of k bits."""
+    dirs = directions(topo)
+    naps = topo.naps()
+    names = [f"{a}>{b}" for a, b in dirs] + [f"ilid:{n}" for n in naps]
+    if len(names) <= fidlib.BITS:
+        lids = {d: 1 << i for i, d in enumerate(dirs)}
+        ilids = {n: 1 << (len(dirs) + i) for i, n in enumerate(naps)}
+        return LidPlan((LidTable(0, lids, ilids),), 1)
+    out = []
+    for t in range(tables):
+        lids = {d: _bits(f"{d[0]}>{d[1]}", t, bits_per_lid) for d in dirs}
+        ilids = {n: _bits(f"ilid:{n}", t, bits_per_lid) for n in naps}
+        out.append(LidTable(t, lids, ilids))
+    return LidPlan(tuple(out), bits_per_lid)
+
+
+def fid_for(table: LidTable, tree: Iterable[Direction], destinations: Iterable[str]) -> int:
+    """OR of the LIDs of the tree's switch directions and the destination NAPs' iLIDs."""
+    value = 0
+    for d in tree:
+        value |= table.lids.get(d, 0)
+    for nap in destinations:
+        value |= table.ilids[nap]
+    return value
+
+
+def false_positives(
+    table: LidTable, fid: int, tree: Sequence[Direction], adjacency: Mapping[str, Sequence[str]]
+) -> list[Direction]:
+    """Directions leaving a switch on the tree, not on the tree, whose LID the FID contains (frames would leak)."""
+    on_tree = set(tree)
+    nodes = {a for a, _ in tree}
+    leaks = []
+    for node in nodes:
+        for nbr in adjacency.get(node, ()):
+            d = (node, nbr)
+            lid = table.lids.get(d)
+            if d not in on_tree and lid is not None and fidlib.delivers(fid, lid):
+                leaks.append(d)
+    return sorted(leaks)
+
+
+def choose_table(
+    lid_plan: LidPlan, tree: Sequence[Direction], destinations: Sequence[str], adjacency: Mapping[str, Sequence[str]]
+) -> tuple[LidTable, int, bool]:
+    """The first table whose FID for ``tree`` has no false positive: (table, fid, false_positive_free)."""
+    best: tuple[LidTable, int, int] | None = None
+    for table in lid_plan.tables:
+        fid = fid_for(table, tree, destinations)
+        leaks = false_positives(table, fid, tree, adjacency) if not lid_plan.exact else []
+        if not leaks:
+            return table, fid, True
+        if best is None or len(leaks) < best[2]:
+            best = (table, fid, len(leaks))
+    assert best is not None
+    return best[0], best[1], False

@@ -1,0 +1,247 @@
+"""Path computation on a topology (SFR-4, SFR-5, SFR-6, SFR-12): shortest-path trees by hops, weight or latency, with
+policy and geo filters, cached per (source, constraints) and invalidated precisely when a link changes.
+
+Pure: no I/O, no clocks. Nodes are indexed once per topology; adjacency is kept in flat lists for a fast Dijkstra.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from pce.topology import Topology
+
+METRICS = ("hops", "weighted", "latency")
+EARTH_RADIUS_KM = 6371.0
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Normalised path constraints (hashable: part of the cache key)."""
+
+    metric: str = "hops"
+    traffic_class: str = ""
+    region: str = ""
+    max_distance_km: float = 0.0
+    origin: tuple[float, float] | None = None
+    avoid_nodes: frozenset[str] = frozenset()
+    avoid_links: frozenset[str] = frozenset()
+    prefer_nodes: frozenset[str] = frozenset()
+    max_hops: int = 0
+
+
+@dataclass
+class Tree:
+    """A shortest-path tree from one source: cost and predecessor (node, link) per reached node."""
+
+    source: str
+    cost: dict[str, float]
+    hops: dict[str, int]
+    parent: dict[str, tuple[str, str]]
+    links_used: set[str] = field(default_factory=set)
+    #: Explicit paths (hop-bounded trees, whose best paths need not form a parent tree).
+    paths: dict[str, tuple[list[str], list[str]]] = field(default_factory=dict)
+
+    def path_to(self, target: str) -> tuple[list[str], list[str]] | None:
+        """(node ids, link ids) from the source to ``target``, or None when unreachable."""
+        if target not in self.cost:
+            return None
+        if self.paths:
+            return self.paths[target]
+        nodes, links = [target], []
+        while nodes[-1] != self.source:
+            prev, link = self.parent[nodes[-1]]
+            nodes.append(prev)
+            links.append(link)
+        return nodes[::-1], links[::-1]
+
+
+def haversine_km(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Great-circle distance in km between (lat, lon) points."""
+    lat1, lon1, lat2, lon2 = map(math.radians, (*a, *b))
+    h = math.sin((lat2 - lat1) / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * math.asin(math.sqrt(h))
+
+
+class PathEngine:
+    """Shortest paths on one immutable topology, with a tree cache that survives link-state changes precisely."""
+
+    def __init__(self, topo: Topology) -> None:
+        self.topo = topo
+        # adjacency: node -> list of (neighbour, link id); NAP-facing links included (NAPs are leaves).
+        self.adjacency: dict[str, list[tuple[str, str]]] = {n: [] for n in topo.nodes}
+        for link in sorted(topo.links.values(), key=lambda link: link.id):
+            self.adjacency[link.a[0]].append((link.b[0], link.id))
+            self.adjacency[link.b[0]].append((link.a[0], link.id))
+        self._cache: dict[tuple[str, Constraints], Tree] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def neighbours(self) -> dict[str, list[str]]:
+        """node -> neighbour ids (for false-positive checks)."""
+        return {n: [nbr for nbr, _ in adj] for n, adj in self.adjacency.items()}
+
+    def _weight(self, link_id: str, c: Constraints) -> float:
+        link = self.topo.links[link_id]
+        if c.metric == "hops":
+            return 1.0
+        if c.metric == "latency":
+            return link.latency_s
+        if c.traffic_class and c.traffic_class in link.class_weights:
+            return link.class_weights[c.traffic_class]
+        return link.weight
+
+    def _allowed(self, node: str, c: Constraints) -> bool:
+        if node in c.avoid_nodes:
+            return False
+        if c.region:
+            n = self.topo.nodes[node]
+            return n.region == c.region
+        return True
+
+    def tree(self, source: str, c: Constraints) -> Tree:
+        """The shortest-path tree from ``source`` under ``c`` (cached)."""
+        key = (source, c)
+        cached = self._cache.get(key)
+        if cached is not None:
+            self.hits += 1
+            return cached
+        self.misses += 1
+        tree = self._hop_bounded(source, c) if c.max_hops and c.metric != "hops" else self._dijkstra(source, c)
+        self._cache[key] = tree
+        return tree
+
+    def _dijkstra(self, source: str, c: Constraints) -> Tree:
+        cost = {source: 0.0}
+        hops = {source: 0}
+        parent: dict[str, tuple[str, str]] = {}
+        done: set[str] = set()
+        heap = [(0.0, 0, source)]
+        links = self.topo.links
+        nodes = self.topo.nodes
+        while heap:
+            d, h, node = heapq.heappop(heap)
+            if node in done:
+                continue
+            done.add(node)
+            # NAPs other than the source are leaves: traffic never transits a NAP.
+            if node != source and nodes[node].kind == "nap":
+                continue
+            if c.max_hops and h >= c.max_hops:
+                continue
+            for nbr, link_id in self.adjacency[node]:
+                if nbr in done or links[link_id].down or link_id in c.avoid_links or not self._allowed(nbr, c):
+                    continue
+                nd = d + self._weight(link_id, c)
+                if nd < cost.get(nbr, math.inf):
+                    cost[nbr] = nd
+                    hops[nbr] = h + 1
+                    parent[nbr] = (node, link_id)
+                    heapq.heappush(heap, (nd, h + 1, nbr))
+        return Tree(source, cost, hops, parent, {link for _, link in parent.values()})
+
+    def _hop_bounded(self, source: str, c: Constraints) -> Tree:
+        # Cheapest path with at most max_hops links: dynamic programming layered by hop count, then explicit paths.
+        layer: dict[str, float] = {source: 0.0}
+        back: dict[tuple[str, int], tuple[str, str]] = {}
+        best: dict[str, tuple[float, int]] = {source: (0.0, 0)}
+        for h in range(1, c.max_hops + 1):
+            nxt: dict[str, float] = {}
+            for node, d in layer.items():
+                if node != source and self.topo.nodes[node].kind == "nap":
+                    continue
+                for nbr, link_id in self.adjacency[node]:
+                    if self.topo.links[link_id].down or link_id in c.avoid_links or not self._allowed(nbr, c):
+                        continue
+                    nd = d + self._weight(link_id, c)
+                    if nd < nxt.get(nbr, math.inf):
+                        nxt[nbr] = nd
+                        back[(nbr, h)] = (node, link_id)
+            for node, d in nxt.items():
+                if d < best.get(node, (math.inf, 0))[0]:
+                    best[node] = (d, h)
+            layer = nxt
+        tree = Tree(source, {n: v[0] for n, v in best.items()}, {n: v[1] for n, v in best.items()}, {})
+        for node, (_, h) in best.items():
+            nodes, links, n = [node], [], node
+            while h > 0:
+                n, link_id = back[(n, h)]
+                nodes.append(n)
+                links.append(link_id)
+                h -= 1
+            tree.paths[node] = (nodes[::-1], links[::-1])
+            tree.links_used.update(links)
+        return tree
+
+    def invalidate_link(self, link_id: str, now_up: bool, new_engine: PathEngine) -> int:
+        """Carry cached trees over to ``new_engine`` (same nodes, one link changed) unless the change can affect them.
+
+        Down: trees using the link are dropped. Up: trees where the link would shorten some path are dropped.
+        Returns how many trees were dropped.
+        """
+        dropped = 0
+        for key, tree in self._cache.items():
+            _source, c = key
+            if not now_up:
+                stale = link_id in tree.links_used
+            else:
+                link = new_engine.topo.links[link_id]
+                w = new_engine._weight(link_id, c)
+                a, b = link.a[0], link.b[0]
+                ca, cb = tree.cost.get(a, math.inf), tree.cost.get(b, math.inf)
+                stale = ca + w < cb or cb + w < ca or bool(c.max_hops)
+            if stale:
+                dropped += 1
+            else:
+                new_engine._cache[key] = tree
+        return dropped
+
+
+def choose_server(engine: PathEngine, client: str, servers: Iterable[str], c: Constraints) -> list[tuple[float, str]]:
+    """Reachable candidate servers satisfying geo constraints, best first: (cost, nap id)."""
+    tree = engine.tree(client, c)
+    nodes = engine.topo.nodes
+    origin = c.origin
+    if origin is None:
+        cn = nodes[client]
+        origin = (cn.latitude, cn.longitude) if cn.latitude is not None and cn.longitude is not None else None
+    out = []
+    for s in servers:
+        if s not in tree.cost or s in c.avoid_nodes:
+            continue
+        sn = nodes[s]
+        if c.max_distance_km and origin is not None:
+            if sn.latitude is None or sn.longitude is None:
+                continue
+            if haversine_km(origin, (sn.latitude, sn.longitude)) > c.max_distance_km:
+                continue
+        out.append((tree.cost[s], s))
+    out.sort(key=lambda cs: (cs[0], cs[1] not in c.prefer_nodes, cs[1]))
+    return out
+
+
+def multicast_tree(
+    engine: PathEngine, source: str, destinations: Sequence[str], c: Constraints
+) -> tuple[list[str], list[str]] | None:
+    """(links, unreachable destinations) of the union of shortest paths from ``source``; None if source unknown."""
+    if source not in engine.topo.nodes:
+        return None
+    tree = engine.tree(source, c)
+    links: set[str] = set()
+    missing = []
+    for d in destinations:
+        path = tree.path_to(d)
+        if path is None:
+            missing.append(d)
+        else:
+            links.update(path[1])
+    return sorted(links), missing
+
+
+def directions_of(engine: PathEngine, node_path: Sequence[str]) -> list[tuple[str, str]]:
+    """Switch output directions along a node path (what the FID must contain)."""
+    nodes: Mapping[str, object] = engine.topo.nodes
+    return [(a, b) for a, b in itertools.pairwise(node_path) if getattr(nodes[a], "kind", "") == "switch"]

@@ -1,0 +1,338 @@
+"""The PCE's gRPC adapter: PceService over the pure core (pce/core.py), the NAP session transport, and settings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.rpc import status_pb2
+from pydantic import BaseModel, ConfigDict
+
+from flame_control.api.flame.pce.v1 import nap_session_pb2, pce_pb2, pce_pb2_grpc
+from flame_control.runtime.auth import principal_from_context
+from flame_control.runtime.errors import DomainError, FieldViolation, InvalidArgument, Violations
+from flame_control.runtime.service import ALL_ROLES, AccessRules, Role, ServiceContext, ServiceSpec
+from pce import convert
+from pce import topology as topolib
+from pce.core import PceCore
+from pce.registry import Registration, check_fqdn
+from pce.sessions import SessionTable
+from pce.switch.pipeline import SwitchConfig, flows_for
+
+log = logging.getLogger("flame.pce")
+
+NETWORK_ADMINS = frozenset({Role.INFRASTRUCTURE_PROVIDER, Role.COMPONENT})
+REGISTRANTS = frozenset({Role.MEDIA_SERVICE_PROVIDER, Role.COMPONENT})
+ACCESS = AccessRules(
+    default=ALL_ROLES,
+    methods={
+        "ApplyTopology": NETWORK_ADMINS,
+        "UpdateLinkState": NETWORK_ADMINS,
+        "RegisterFqdn": REGISTRANTS,
+        "UnregisterFqdn": REGISTRANTS,
+        "NapSession": frozenset({Role.COMPONENT}),
+    },
+)
+
+
+class Settings(BaseModel):
+    """`services.pce` config section."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: YAML topology applied at start (SFR-7); empty = wait for ApplyTopology.
+    topology_file: Path | None = None
+    #: FQDN registrations from configuration (SFR-10): list of {fqdn, nap_id, owner}.
+    registrations: list[dict[str, str]] = []
+    #: Switch driver: "none" (compute only), later "emulated" or "osken".
+    fabric: str = "none"
+
+
+class PceServicer(pce_pb2_grpc.PceServiceServicer):
+    """PceService: validates requests, calls the core, pushes changed views to NAP sessions."""
+
+    def __init__(self, core: PceCore, clock: Any = time.monotonic, wall: Any = time.time) -> None:
+        self.core = core
+        self.wall = wall
+        self.sessions: SessionTable[Any] = SessionTable(clock)
+        self.queues: dict[str, asyncio.Queue[nap_session_pb2.NapSessionResponse | None]] = {}
+        self.lock = asyncio.Lock()
+
+    # -- pushes ---------------------------------------------------------------------------------------------------
+    def push(self, naps: set[str]) -> None:
+        """Queue a new snapshot for every NAP whose view changed (and that may receive one now)."""
+        for nap in sorted(naps):
+            view = self.core.views.get(nap)
+            queue = self.queues.get(nap)
+            if view is None or queue is None:
+                continue
+            version = self.sessions.offer(nap, view)
+            if version is not None:
+                queue.put_nowait(convert.snapshot(version, view))
+                log.info("snapshot pushed", extra={"fields": {"nap": nap, "version": version}})
+
+    # -- topology -------------------------------------------------------------------------------------------------
+    async def ApplyTopology(self, request: pce_pb2.ApplyTopologyRequest, context: Any) -> pce_pb2.ApplyTopologyResponse:
+        topo = topolib.from_proto(request.topology)
+        async with self.lock:
+            affected = self.core.apply_topology(topo)
+            self.push(affected)
+        return pce_pb2.ApplyTopologyResponse(version=self.core.version, affected_naps=len(affected))
+
+    async def UpdateLinkState(
+        self, request: pce_pb2.UpdateLinkStateRequest, context: Any
+    ) -> pce_pb2.UpdateLinkStateResponse:
+        if request.link_id not in self.core.topology.links:
+            raise InvalidArgument([FieldViolation("link_id", f"unknown link {request.link_id!r}")])
+        async with self.lock:
+            affected = self.core.set_link_state(request.link_id, request.up)
+            self.push(affected)
+        return pce_pb2.UpdateLinkStateResponse(version=self.core.version, affected_nap_ids=sorted(affected))
+
+    async def GetTopology(self, request: pce_pb2.GetTopologyRequest, context: Any) -> pce_pb2.GetTopologyResponse:
+        reply = pce_pb2.GetTopologyResponse(topology=topolib.to_proto(self.core.topology), version=self.core.version)
+        table = self.core.plan.tables[0]
+        for (a, b), lid in sorted(table.lids.items()):
+            link = next(link for link in self.core.topology.links.values() if {link.a[0], link.b[0]} == {a, b})
+            reply.lids.add(link_id=link.id, from_node_id=a, to_node_id=b, lid=lid.to_bytes(32, "big"))
+        for nap, ilid in sorted(table.ilids.items()):
+            reply.lids.add(link_id=f"ilid:{nap}", to_node_id=nap, lid=ilid.to_bytes(32, "big"))
+        return reply
+
+    # -- registrations --------------------------------------------------------------------------------------------
+    async def RegisterFqdn(self, request: pce_pb2.RegisterFqdnRequest, context: Any) -> pce_pb2.RegisterFqdnResponse:
+        v = Violations()
+        try:
+            fqdn = check_fqdn(request.fqdn)
+        except InvalidArgument as err:
+            v.extend(err.violations)
+            fqdn = ""
+        v.check(bool(request.nap_id), "nap_id", "must name the NAP in front of the endpoint")
+        v.raise_if_any()
+        principal = principal_from_context(context)
+        owner = (
+            request.owner
+            if request.owner and principal.role in (Role.PLATFORM_OPERATOR, Role.COMPONENT)
+            else principal.subject
+        )
+        reg = Registration(fqdn, request.nap_id, owner, request.endpoint_id, "rpc", self.wall())
+        async with self.lock:
+            self.push(self.core.register(reg))
+        return pce_pb2.RegisterFqdnResponse(registration=convert.registration(reg))
+
+    async def UnregisterFqdn(
+        self, request: pce_pb2.UnregisterFqdnRequest, context: Any
+    ) -> pce_pb2.UnregisterFqdnResponse:
+        fqdn = check_fqdn(request.fqdn)
+        async with self.lock:
+            self.push(self.core.unregister(fqdn, request.nap_id))
+        return pce_pb2.UnregisterFqdnResponse()
+
+    async def ListRegistrations(
+        self, request: pce_pb2.ListRegistrationsRequest, context: Any
+    ) -> pce_pb2.ListRegistrationsResponse:
+        fqdn = check_fqdn(request.fqdn) if request.fqdn else ""
+        regs = self.core.registry.matching(fqdn, request.nap_id)
+        return pce_pb2.ListRegistrationsResponse(registrations=[convert.registration(r) for r in regs])
+
+    # -- paths ----------------------------------------------------------------------------------------------------
+    async def ResolvePath(self, request: pce_pb2.ResolvePathRequest, context: Any) -> pce_pb2.ResolvePathResponse:
+        v = Violations()
+        v.check(bool(request.client_nap_id), "client_nap_id", "required")
+        fqdn = ""
+        try:
+            fqdn = check_fqdn(request.fqdn)
+        except InvalidArgument as err:
+            v.extend(err.violations)
+        v.raise_if_any()
+        routes = self.core.resolve(request.client_nap_id, fqdn, convert.constraints(request.constraints, self.core))
+        paths = [convert.path(request.client_nap_id, r) for r in routes]
+        return pce_pb2.ResolvePathResponse(path=paths[0], alternatives=paths[1:])
+
+    async def ComputeMulticastTree(
+        self, request: pce_pb2.ComputeMulticastTreeRequest, context: Any
+    ) -> pce_pb2.ComputeMulticastTreeResponse:
+        c = convert.constraints(request.constraints, self.core)
+        links, fid, ok = self.core.multicast(request.source_nap_id, list(request.destination_nap_ids), c)
+        tree = pce_pb2.ComputeMulticastTreeResponse().tree
+        tree.source_nap_id = request.source_nap_id
+        tree.destination_nap_ids.extend(request.destination_nap_ids)
+        tree.link_ids.extend(links)
+        tree.fid = fid.to_bytes(32, "big")
+        tree.false_positive_free = ok
+        return pce_pb2.ComputeMulticastTreeResponse(tree=tree)
+
+    # -- switches -------------------------------------------------------------------------------------------------
+    async def ListSwitches(self, request: pce_pb2.ListSwitchesRequest, context: Any) -> pce_pb2.ListSwitchesResponse:
+        ports = self.core.switch_ports()
+        reply = pce_pb2.ListSwitchesResponse()
+        for sw in self.core.topology.switches():
+            rules = flows_for(SwitchConfig(sw.dpid, ports[sw.dpid]))
+            reply.switches.add(node_id=sw.id, dpid=sw.dpid, connected=False, flow_count=len(rules), driver="none")
+        return reply
+
+    async def ListFlows(self, request: pce_pb2.ListFlowsRequest, context: Any) -> pce_pb2.ListFlowsResponse:
+        node = self.core.topology.nodes.get(request.node_id)
+        if node is None or node.kind != "switch":
+            raise InvalidArgument([FieldViolation("node_id", f"{request.node_id!r} is not a switch of the topology")])
+        rules = flows_for(SwitchConfig(node.dpid, self.core.switch_ports()[node.dpid]))
+        reply = pce_pb2.ListFlowsResponse()
+        for r in rules:
+            reply.flows.add(
+                table_id=r.table_id,
+                priority=r.priority,
+                cookie=r.cookie,
+                match=r.match_text(),
+                actions=r.actions_text(),
+            )
+        return reply
+
+    # -- NAP sessions ---------------------------------------------------------------------------------------------
+    async def ListNapSessions(
+        self, request: pce_pb2.ListNapSessionsRequest, context: Any
+    ) -> pce_pb2.ListNapSessionsResponse:
+        reply = pce_pb2.ListNapSessionsResponse()
+        for rec in sorted(self.sessions.records.values(), key=lambda r: r.nap_id):
+            s = reply.sessions.add(
+                nap_id=rec.nap_id,
+                connected=rec.connected,
+                pushed_version=rec.pushed_version,
+                acked_version=rec.acked_version,
+                nack_count=rec.nack_count,
+            )
+            if rec.nack_count:
+                s.last_nack.CopyFrom(status_pb2.Status(code=rec.last_nack_code, message=rec.last_nack_message))
+            s.last_seen.FromNanoseconds(int((self.wall() - (self.sessions.clock() - rec.last_seen)) * 1e9))
+        return reply
+
+    async def NapSession(
+        self, request_iterator: AsyncIterator[nap_session_pb2.NapSessionRequest], context: Any
+    ) -> AsyncIterator[nap_session_pb2.NapSessionResponse]:
+        first = await anext(aiter(request_iterator), None)
+        if first is None or not first.HasField("hello"):
+            raise InvalidArgument([FieldViolation("hello", "the first message of a NAP session must be a Hello")])
+        hello = first.hello
+        node = self.core.topology.nodes.get(hello.nap_id)
+        if node is None or node.kind != "nap":
+            raise InvalidArgument([FieldViolation("hello.nap_id", f"{hello.nap_id!r} is not a NAP of the topology")])
+        nap = hello.nap_id
+        queue: asyncio.Queue[nap_session_pb2.NapSessionResponse | None] = asyncio.Queue()
+        old = self.queues.get(nap)
+        if old is not None:
+            old.put_nowait(None)  # a newer session replaces an older one
+        self.queues[nap] = queue
+        async with self.lock:
+            self.sessions.open(nap, hello.last_applied_version)
+            self.core.subscribe(nap, hello.interested_fqdns)
+            affected = {nap}
+            for i, name in enumerate(hello.local_fqdns):
+                try:
+                    fqdn = check_fqdn(name, f"hello.local_fqdns[{i}]")
+                    owner = principal_from_context(context).subject
+                    affected |= self.core.register(Registration(fqdn, nap, owner, "", "nap", self.wall()))
+                except DomainError as err:
+                    log.warning(
+                        "hello registration refused", extra={"fields": {"nap": nap, "fqdn": name, "error": err.message}}
+                    )
+            self.push(affected)
+        log.info("nap session open", extra={"fields": {"nap": nap}})
+        reader = asyncio.create_task(self._read(nap, request_iterator, queue, context))
+        try:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    break
+                yield item
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            if self.queues.get(nap) is queue:
+                del self.queues[nap]
+                self.sessions.close(nap)
+                self.core.unsubscribe(nap)
+            log.info("nap session closed", extra={"fields": {"nap": nap}})
+
+    async def _read(
+        self, nap: str, requests: AsyncIterator[nap_session_pb2.NapSessionRequest], queue: Any, context: Any
+    ) -> None:
+        try:
+            async for msg in requests:
+                kind = msg.WhichOneof("message")
+                if kind == "ack":
+                    self.sessions.ack(nap, msg.ack.version)
+                elif kind == "nack":
+                    hold = self.sessions.nack(nap, msg.nack.version, msg.nack.error.code, msg.nack.error.message)
+                    log.warning(
+                        "snapshot nacked",
+                        extra={
+                            "fields": {
+                                "nap": nap,
+                                "version": msg.nack.version,
+                                "error": msg.nack.error.message,
+                                "hold_s": hold,
+                            }
+                        },
+                    )
+                    asyncio.get_running_loop().call_later(hold, self._retry_held)
+                elif kind == "path_request":
+                    queue.put_nowait(self._path_reply(nap, msg.path_request))
+                elif kind == "registration":
+                    queue.put_nowait(await self._registration_reply(nap, msg.registration, context))
+        finally:
+            queue.put_nowait(None)
+
+    def _retry_held(self) -> None:
+        for nap in self.sessions.due():
+            rec = self.sessions.records[nap]
+            rec.last_view = None  # a held view is offered again after the backoff
+            self.push({nap})
+
+    def _path_reply(self, nap: str, req: nap_session_pb2.PathRequest) -> nap_session_pb2.NapSessionResponse:
+        reply = nap_session_pb2.PathReply(correlation_id=req.correlation_id)
+        try:
+            routes = self.core.resolve(
+                nap, check_fqdn(req.fqdn, "path_request.fqdn"), convert.constraints(req.constraints, self.core)
+            )
+            reply.path.CopyFrom(convert.path(nap, routes[0]))
+        except DomainError as err:
+            reply.error.CopyFrom(err.to_status())
+        return nap_session_pb2.NapSessionResponse(path_reply=reply)
+
+    async def _registration_reply(
+        self, nap: str, req: nap_session_pb2.LocalRegistration, context: Any
+    ) -> nap_session_pb2.NapSessionResponse:
+        reply = nap_session_pb2.RegistrationReply(correlation_id=req.correlation_id)
+        try:
+            fqdn = check_fqdn(req.fqdn, "registration.fqdn")
+            async with self.lock:
+                if req.unregister:
+                    self.push(self.core.unregister(fqdn, nap))
+                else:
+                    reg = Registration(fqdn, nap, principal_from_context(context).subject, "", "nap", self.wall())
+                    self.push(self.core.register(reg))
+            reply.status.code = grpc.StatusCode.OK.value[0]
+        except DomainError as err:
+            reply.status.CopyFrom(err.to_status())
+        return nap_session_pb2.NapSessionResponse(registration_reply=reply)
+
+
+def build(ctx: ServiceContext) -> ServiceSpec:
+    """The PCE service for the runtime."""
+    settings: Settings = ctx.settings
+    core = PceCore()
+    if settings.topology_file is not None:
+        core.apply_topology(topolib.load_file(settings.topology_file))
+    for i, entry in enumerate(settings.registrations):
+        fqdn = check_fqdn(entry.get("fqdn", ""), f"services.pce.registrations[{i}].fqdn")
+        core.register(
+            Registration(fqdn, entry.get("nap_id", ""), entry.get("owner", "config"), "", "config", time.time())
+        )
+    servicer = PceServicer(core)
+    return ServiceSpec("flame.pce.v1.PceService", servicer, pce_pb2_grpc.add_PceServiceServicer_to_server, ACCESS)
