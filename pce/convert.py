@@ -52,6 +52,8 @@ def path(client: str, route: Route) -> routing_pb2.Path:
         fid=fidlib.to_bytes(route.fid),
         reverse_fid=fidlib.to_bytes(route.reverse_fid),
         cost=route.cost,
+        lid_table=route.table,
+        reverse_lid_table=route.reverse_table,
     )
 
 
@@ -67,7 +69,10 @@ def registration(reg: Registration) -> routing_pb2.FqdnRegistration:
 def snapshot(version: int, view: NapView) -> nap_session_pb2.NapSessionResponse:
     """A Snapshot message for one NAP."""
     snap = nap_session_pb2.Snapshot(
-        version=version, ilid=fidlib.to_bytes(view.ilid), local_fqdns=list(view.local_fqdns)
+        version=version,
+        ilid=fidlib.to_bytes(view.ilids[0]),
+        ilids=[fidlib.to_bytes(i) for i in view.ilids],
+        local_fqdns=list(view.local_fqdns),
     )
     for fqdn, routes in view.routes:
         fr = snap.routes.add(fqdn=fqdn)

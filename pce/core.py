@@ -15,6 +15,8 @@ from flame_control.runtime.errors import FieldViolation, InvalidArgument, NotFou
 from pce import lids as lidlib
 from pce.paths import Constraints, PathEngine, choose_server, directions_of, multicast_tree
 from pce.registry import Registration, Registry
+from pce.switch.fabric import Fabric
+from pce.switch.pipeline import FlowRule, SwitchConfig, flows_for
 from pce.topology import EMPTY, Topology
 
 DEFAULT = Constraints()
@@ -30,13 +32,16 @@ class Route:
     cost: float
     nodes: tuple[str, ...]
     links: tuple[str, ...]
+    #: LID table of the forward FID and of the reverse FID (carried in the frame's flow label; 0 in exact mode).
+    table: int = 0
+    reverse_table: int = 0
 
 
 @dataclass(frozen=True)
 class NapView:
     """Everything one NAP needs (the content of a snapshot, without its version)."""
 
-    ilid: int
+    ilids: tuple[int, ...]
     routes: tuple[tuple[str, tuple[Route, ...]], ...]
     local_fqdns: tuple[str, ...]
 
@@ -131,9 +136,9 @@ class PceCore:
         forward = directions_of(self.engine, nodes)
         backward = directions_of(self.engine, nodes[::-1])
         adjacency = self.engine.neighbours() if not self.plan.exact else {}
-        _, fid, _ = lidlib.choose_table(self.plan, forward, [nodes[-1]], adjacency)
-        _, rfid, _ = lidlib.choose_table(self.plan, backward, [nodes[0]], adjacency)
-        return Route(nodes[-1], fid, rfid, cost, tuple(nodes), tuple(links))
+        table, fid, _ = lidlib.choose_table(self.plan, forward, [nodes[-1]], adjacency)
+        rtable, rfid, _ = lidlib.choose_table(self.plan, backward, [nodes[0]], adjacency)
+        return Route(nodes[-1], fid, rfid, cost, tuple(nodes), tuple(links), table.index, rtable.index)
 
     def resolve(self, client: str, fqdn: str, c: Constraints = DEFAULT) -> list[Route]:
         """ResolvePath: validated inputs, NotFound when nothing serves the name reachably."""
@@ -151,8 +156,8 @@ class PceCore:
 
     def multicast(
         self, source: str, destinations: Sequence[str], c: Constraints = DEFAULT
-    ) -> tuple[list[str], int, bool]:
-        """(links, fid, false_positive_free) of a tree from ``source`` reaching exactly ``destinations``."""
+    ) -> tuple[list[str], int, bool, int]:
+        """(links, fid, false_positive_free, LID table) of a tree from ``source`` reaching ``destinations``."""
         v = []
         for i, d in enumerate(destinations):
             node = self.topology.nodes.get(d)
@@ -171,8 +176,8 @@ class PceCore:
         if missing:
             raise NotFound("path", ",".join(missing), f"unreachable from {source}: {', '.join(missing)}")
         tree_dirs = self.tree_directions(source, destinations, c)
-        _, fid, ok = lidlib.choose_table(self.plan, tree_dirs, destinations, self.engine.neighbours())
-        return links, fid, ok
+        table, fid, ok = lidlib.choose_table(self.plan, tree_dirs, destinations, self.engine.neighbours())
+        return links, fid, ok, table.index
 
     def tree_directions(
         self, source: str, destinations: Iterable[str], c: Constraints = DEFAULT
@@ -204,8 +209,7 @@ class PceCore:
 
     def view_of(self, nap_id: str) -> NapView:
         """Compute a NAP's view from scratch."""
-        table = self.plan.tables[0]
-        ilid = table.ilids.get(nap_id, 0)
+        ilids = tuple(t.ilids.get(nap_id, 0) for t in self.plan.tables)
         wanted = self.interest.get(nap_id)
         fqdns = self.registry.fqdns() if wanted is None else sorted(wanted)
         routes = []
@@ -214,7 +218,7 @@ class PceCore:
                 rs = [r for r in self.routes(nap_id, fqdn) if r.server != nap_id] if self.registry.servers(fqdn) else []
                 routes.append((fqdn, tuple(rs)))
         local = tuple(sorted(r.fqdn for r in self.registry.matching(nap_id=nap_id)))
-        return NapView(ilid, tuple(routes), local)
+        return NapView(ilids, tuple(routes), local)
 
     def refresh(self, naps: Iterable[str]) -> set[str]:
         """Recompute views of ``naps`` that have sessions; returns those whose view changed."""
@@ -235,9 +239,25 @@ class PceCore:
         return changed
 
     # -- switches -------------------------------------------------------------------------------------------------
-    def switch_ports(self) -> dict[int, dict[int, int]]:
-        """dpid -> {port: LID of the direction leaving through that port} (table 0)."""
-        table = self.plan.tables[0]
+    def switch_configs(self, single_table: bool = False) -> dict[str, SwitchConfig]:
+        """node id -> what that switch must do (LIDs of every LID table per port)."""
+        configs = {}
+        for sw in self.topology.switches():
+            per_table = [self.switch_ports(table.index)[sw.dpid] for table in self.plan.tables]
+            configs[sw.id] = SwitchConfig(sw.dpid, per_table[0], single_table, tuple(per_table[1:]))
+        return configs
+
+    def switch_rules(self, single_table: bool = False) -> dict[str, list[FlowRule]]:
+        """node id -> the flow rules of that switch."""
+        return {node: flows_for(cfg) for node, cfg in self.switch_configs(single_table).items()}
+
+    def fabric(self) -> Fabric:
+        """The pure fabric of the current topology and rules (what a frame would do)."""
+        return Fabric(self.topology, self.switch_rules(), [t.ilids for t in self.plan.tables])
+
+    def switch_ports(self, table_index: int = 0) -> dict[int, dict[int, int]]:
+        """dpid -> {port: LID of the direction leaving through that port} in one LID table."""
+        table = self.plan.tables[table_index]
         out: dict[int, dict[int, int]] = {}
         for sw in self.topology.switches():
             ports = {}

@@ -179,25 +179,39 @@ class PathEngine:
     def invalidate_link(self, link_id: str, now_up: bool, new_engine: PathEngine) -> int:
         """Carry cached trees over to ``new_engine`` (same nodes, one link changed) unless the change can affect them.
 
-        Down: trees using the link are dropped. Up: trees where the link would shorten some path are dropped.
-        Returns how many trees were dropped.
+        Down: a tree not using the link is kept; a tree using it keeps everything outside the subtree below the link
+        when that subtree is only NAPs (they have one access link, so they are now unreachable); otherwise the tree
+        is dropped. Up: trees where the link would shorten some path are dropped. Returns how many were dropped.
         """
         dropped = 0
         for key, tree in self._cache.items():
-            _source, c = key
+            _, c = key
             if not now_up:
-                stale = link_id in tree.links_used
+                kept = tree if link_id not in tree.links_used else _prune_leaf_subtree(tree, link_id, new_engine.topo)
             else:
                 link = new_engine.topo.links[link_id]
                 w = new_engine._weight(link_id, c)
-                a, b = link.a[0], link.b[0]
-                ca, cb = tree.cost.get(a, math.inf), tree.cost.get(b, math.inf)
-                stale = ca + w < cb or cb + w < ca or bool(c.max_hops)
-            if stale:
+                ca, cb = tree.cost.get(link.a[0], math.inf), tree.cost.get(link.b[0], math.inf)
+                kept = None if (ca + w < cb or cb + w < ca or c.max_hops) else tree
+            if kept is None:
                 dropped += 1
             else:
-                new_engine._cache[key] = tree
+                new_engine._cache[key] = kept
         return dropped
+
+
+def _prune_leaf_subtree(tree: Tree, link_id: str, topo: Topology) -> Tree | None:
+    """The tree without the NAP leaves hanging below ``link_id``, or None when real transit depends on the link."""
+    if tree.paths:
+        return None
+    below = [node for node, (_, link) in tree.parent.items() if link == link_id]
+    if len(below) != 1 or topo.nodes[below[0]].kind != "nap":
+        return None
+    gone = below[0]
+    cost = {n: v for n, v in tree.cost.items() if n != gone}
+    hops = {n: v for n, v in tree.hops.items() if n != gone}
+    parent = {n: v for n, v in tree.parent.items() if n != gone}
+    return Tree(tree.source, cost, hops, parent, {link for _, link in parent.values()})
 
 
 def choose_server(engine: PathEngine, client: str, servers: Iterable[str], c: Constraints) -> list[tuple[float, str]]:

@@ -159,13 +159,14 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
         self, request: pce_pb2.ComputeMulticastTreeRequest, context: Any
     ) -> pce_pb2.ComputeMulticastTreeResponse:
         c = convert.constraints(request.constraints, self.core)
-        links, fid, ok = self.core.multicast(request.source_nap_id, list(request.destination_nap_ids), c)
+        links, fid, ok, table = self.core.multicast(request.source_nap_id, list(request.destination_nap_ids), c)
         tree = pce_pb2.ComputeMulticastTreeResponse().tree
         tree.source_nap_id = request.source_nap_id
         tree.destination_nap_ids.extend(request.destination_nap_ids)
         tree.link_ids.extend(links)
         tree.fid = fid.to_bytes(32, "big")
         tree.false_positive_free = ok
+        tree.lid_table = table
         return pce_pb2.ComputeMulticastTreeResponse(tree=tree)
 
     # -- switches -------------------------------------------------------------------------------------------------

@@ -158,6 +158,7 @@ def from_proto(msg: topology_pb2.Topology, prefix: str = "topology") -> Topology
             v.check(proto in ("http", "https", "ip"), f"{path}.protocols[{j}]", "must be http, https or ip")
         classes[c.name] = TrafficClass(c.name, tuple(p.lower() for p in c.fqdn_patterns), tuple(c.protocols))
     links: dict[str, Link] = {}
+    seen_links: set[str] = set()
     ports: dict[tuple[str, int], str] = {}
     for i, link in enumerate(msg.links):
         path = f"{prefix}.links[{i}]"
@@ -165,9 +166,10 @@ def from_proto(msg: topology_pb2.Topology, prefix: str = "topology") -> Topology
         if not NODE_ID.match(link.id):
             v.add(f"{path}.id", "must be 1-63 lower-case letters, digits, '.', '_' or '-'")
             ok = False
-        elif link.id in links:
+        elif link.id in seen_links:
             v.add(f"{path}.id", f"duplicate link id {link.id!r}")
             ok = False
+        seen_links.add(link.id)
         for end_name, end in (("a", link.a), ("b", link.b)):
             node = nodes.get(end.node_id)
             if node is None:

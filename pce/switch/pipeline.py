@@ -34,6 +34,8 @@ class FlowRule:
     lid: int | None
     outputs: tuple[int, ...]
     goto_table: int | None
+    #: LID table this rule belongs to, matched on the IPv6 flow label (None = any; exact single-bit LIDs).
+    flow_label: int | None = None
 
     @property
     def cookie(self) -> int:
@@ -72,15 +74,20 @@ class SwitchConfig:
     dpid: int
     ports: Mapping[int, int]
     single_table: bool = False
+    #: LIDs of the same ports in LID tables 1..d-1 (Bloom mode past 256 links, SFR-8); empty in exact mode.
+    extra_tables: tuple[Mapping[int, int], ...] = ()
 
 
-def multi_table(ports: Mapping[int, int]) -> list[FlowRule]:
-    """n rule + n miss rules for n ports, tables in port order."""
+def multi_table(ports: Mapping[int, int], extra_tables: tuple[Mapping[int, int], ...] = ()) -> list[FlowRule]:
+    """n rules + n miss rules for n ports, tables in port order (d rules per port with d LID tables)."""
     ordered = sorted(ports.items())
+    lid_tables = (ports, *extra_tables)
     rules = []
-    for i, (port, lid) in enumerate(ordered):
+    for i, (port, _) in enumerate(ordered):
         nxt = i + 1 if i + 1 < len(ordered) else None
-        rules.append(FlowRule(i, RULE_PRIORITY, lid, (port,), nxt))
+        for t, table in enumerate(lid_tables):
+            label = t if extra_tables else None
+            rules.append(FlowRule(i, RULE_PRIORITY, table[port], (port,), nxt, label))
         rules.append(FlowRule(i, MISS_PRIORITY, None, (), nxt))
     return rules
 
@@ -100,7 +107,11 @@ def single_table(ports: Mapping[int, int]) -> list[FlowRule]:
 
 def flows_for(cfg: SwitchConfig) -> list[FlowRule]:
     """The rules of one switch."""
-    return single_table(cfg.ports) if cfg.single_table else multi_table(cfg.ports)
+    if cfg.single_table:
+        if cfg.extra_tables:
+            raise ValueError("the single-table pipeline supports exact (single-bit) LIDs only")
+        return single_table(cfg.ports)
+    return multi_table(cfg.ports, cfg.extra_tables)
 
 
 def diff(installed: Iterable[FlowRule], desired: Iterable[FlowRule]) -> tuple[list[FlowRule], list[FlowRule]]:
@@ -110,8 +121,8 @@ def diff(installed: Iterable[FlowRule], desired: Iterable[FlowRule]) -> tuple[li
     return sorted(have - want, key=key), sorted(want - have, key=key)
 
 
-def outputs(rules: Iterable[FlowRule], fid: int, in_port: int | None = None) -> set[int]:
-    """Execute rules on a frame carrying ``fid``: the ports it leaves by (the emulated fabric's semantics)."""
+def outputs(rules: Iterable[FlowRule], fid: int, in_port: int | None = None, flow_label: int = 0) -> set[int]:
+    """Execute rules on a frame carrying ``fid`` (and LID table ``flow_label``): the ports it leaves by."""
     by_table: dict[int, list[FlowRule]] = {}
     for r in rules:
         by_table.setdefault(r.table_id, []).append(r)
@@ -119,7 +130,7 @@ def outputs(rules: Iterable[FlowRule], fid: int, in_port: int | None = None) -> 
     table: int | None = 0 if by_table else None
     while table is not None:
         candidates = sorted(by_table.get(table, []), key=lambda r: -r.priority)
-        hit = next((r for r in candidates if r.lid is None or fidlib.delivers(fid, r.lid)), None)
+        hit = next((r for r in candidates if _matches(r, fid, flow_label)), None)
         if hit is None:
             break
         out.update(hit.outputs)
@@ -127,3 +138,11 @@ def outputs(rules: Iterable[FlowRule], fid: int, in_port: int | None = None) -> 
     if in_port is not None:
         out.discard(in_port)
     return out
+
+
+def _matches(rule: FlowRule, fid: int, flow_label: int) -> bool:
+    if rule.lid is None:
+        return True
+    if rule.flow_label is not None and rule.flow_label != flow_label:
+        return False
+    return fidlib.delivers(fid, rule.lid)

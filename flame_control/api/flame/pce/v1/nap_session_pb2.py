@@ -26,7 +26,7 @@ from flame_control.api.flame.pce.v1 import routing_pb2 as flame_dot_pce_dot_v1_d
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x66lame/pce/v1/nap_session.proto\x12\x0c\x66lame.pce.v1\x1a\x1a\x66lame/pce/v1/routing.proto\x1a\x17google/rpc/status.proto\"2\n\nAttachment\x12\x16\n\x0eswitch_node_id\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\r\"\x93\x01\n\x05Hello\x12\x0e\n\x06nap_id\x18\x01 \x01(\t\x12-\n\x0b\x61ttachments\x18\x02 \x03(\x0b\x32\x18.flame.pce.v1.Attachment\x12\x13\n\x0blocal_fqdns\x18\x03 \x03(\t\x12\x18\n\x10interested_fqdns\x18\x04 \x03(\t\x12\x1c\n\x14last_applied_version\x18\x05 \x01(\x04\"\x16\n\x03\x41\x63k\x12\x0f\n\x07version\x18\x01 \x01(\x04\":\n\x04Nack\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12!\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.Status\"g\n\x0bPathRequest\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\t\x12\x0c\n\x04\x66qdn\x18\x02 \x01(\t\x12\x32\n\x0b\x63onstraints\x18\x03 \x01(\x0b\x32\x1d.flame.pce.v1.PathConstraints\"M\n\x11LocalRegistration\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\t\x12\x0c\n\x04\x66qdn\x18\x02 \x01(\t\x12\x12\n\nunregister\x18\x03 \x01(\x08\"\xf6\x01\n\x11NapSessionRequest\x12$\n\x05hello\x18\x01 \x01(\x0b\x32\x13.flame.pce.v1.HelloH\x00\x12 \n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x11.flame.pce.v1.AckH\x00\x12\"\n\x04nack\x18\x03 \x01(\x0b\x32\x12.flame.pce.v1.NackH\x00\x12\x31\n\x0cpath_request\x18\x04 \x01(\x0b\x32\x19.flame.pce.v1.PathRequestH\x00\x12\x37\n\x0cregistration\x18\x05 \x01(\x0b\x32\x1f.flame.pce.v1.LocalRegistrationH\x00\x42\t\n\x07message\"T\n\x0bServerRoute\x12\x15\n\rserver_nap_id\x18\x01 \x01(\t\x12\x0b\n\x03\x66id\x18\x02 \x01(\x0c\x12\x13\n\x0breverse_fid\x18\x03 \x01(\x0c\x12\x0c\n\x04\x63ost\x18\x04 \x01(\x01\"E\n\tFqdnRoute\x12\x0c\n\x04\x66qdn\x18\x01 \x01(\t\x12*\n\x07servers\x18\x02 \x03(\x0b\x32\x19.flame.pce.v1.ServerRoute\"g\n\x08Snapshot\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0c\n\x04ilid\x18\x02 \x01(\x0c\x12\'\n\x06routes\x18\x03 \x03(\x0b\x32\x17.flame.pce.v1.FqdnRoute\x12\x13\n\x0blocal_fqdns\x18\x04 \x03(\t\"h\n\tPathReply\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\t\x12 \n\x04path\x18\x02 \x01(\x0b\x32\x12.flame.pce.v1.Path\x12!\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.Status\"O\n\x11RegistrationReply\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\t\x12\"\n\x06status\x18\x02 \x01(\x0b\x32\x12.google.rpc.Status\"\xb9\x01\n\x12NapSessionResponse\x12*\n\x08snapshot\x18\x01 \x01(\x0b\x32\x16.flame.pce.v1.SnapshotH\x00\x12-\n\npath_reply\x18\x02 \x01(\x0b\x32\x17.flame.pce.v1.PathReplyH\x00\x12=\n\x12registration_reply\x18\x03 \x01(\x0b\x32\x1f.flame.pce.v1.RegistrationReplyH\x00\x42\t\n\x07messageb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x66lame/pce/v1/nap_session.proto\x12\x0c\x66lame.pce.v1\x1a\x1a\x66lame/pce/v1/routing.proto\x1a\x17google/rpc/status.proto\"2\n\nAttachment\x12\x16\n\x0eswitch_node_id\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\r\"\x93\x01\n\x05Hello\x12\x0e\n\x06nap_id\x18\x01 \x01(\t\x12-\n\x0b\x61ttachments\x18\x02 \x03(\x0b\x32\x18.flame.pce.v1.Attachment\x12\x13\n\x0blocal_fqdns\x18\x03 \x03(\t\x12\x18\n\x10interested_fqdns\x18\x04 \x03(\t\x12\x1c\n\x14last_applied_version\x18\x05 \x01(\x04\"\x16\n\x03\x41\x63k\x12\x0f\n\x07version\x18\x01 \x01(\x04\":\n\x04Nack\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12!\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.Status\"g\n\x0bPathRequest\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\t\x12\x0c\n\x04\x66qdn\x18\x02 \x01(\t\x12\x32\n\x0b\x63onstraints\x18\x03 \x01(\x0b\x32\x1d.flame.pce.v1.PathConstraints\"M\n\x11LocalRegistration\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\t\x12\x0c\n\x04\x66qdn\x18\x02 \x01(\t\x12\x12\n\nunregister\x18\x03 \x01(\x08\"\xf6\x01\n\x11NapSessionRequest\x12$\n\x05hello\x18\x01 \x01(\x0b\x32\x13.flame.pce.v1.HelloH\x00\x12 \n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x11.flame.pce.v1.AckH\x00\x12\"\n\x04nack\x18\x03 \x01(\x0b\x32\x12.flame.pce.v1.NackH\x00\x12\x31\n\x0cpath_request\x18\x04 \x01(\x0b\x32\x19.flame.pce.v1.PathRequestH\x00\x12\x37\n\x0cregistration\x18\x05 \x01(\x0b\x32\x1f.flame.pce.v1.LocalRegistrationH\x00\x42\t\n\x07message\"\x82\x01\n\x0bServerRoute\x12\x15\n\rserver_nap_id\x18\x01 \x01(\t\x12\x0b\n\x03\x66id\x18\x02 \x01(\x0c\x12\x13\n\x0breverse_fid\x18\x03 \x01(\x0c\x12\x0c\n\x04\x63ost\x18\x04 \x01(\x01\x12\x11\n\tlid_table\x18\x05 \x01(\r\x12\x19\n\x11reverse_lid_table\x18\x06 \x01(\r\"E\n\tFqdnRoute\x12\x0c\n\x04\x66qdn\x18\x01 \x01(\t\x12*\n\x07servers\x18\x02 \x03(\x0b\x32\x19.flame.pce.v1.ServerRoute\"v\n\x08Snapshot\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0c\n\x04ilid\x18\x02 \x01(\x0c\x12\'\n\x06routes\x18\x03 \x03(\x0b\x32\x17.flame.pce.v1.FqdnRoute\x12\x13\n\x0blocal_fqdns\x18\x04 \x03(\t\x12\r\n\x05ilids\x18\x05 \x03(\x0c\"h\n\tPathReply\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\t\x12 \n\x04path\x18\x02 \x01(\x0b\x32\x12.flame.pce.v1.Path\x12!\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.Status\"O\n\x11RegistrationReply\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\t\x12\"\n\x06status\x18\x02 \x01(\x0b\x32\x12.google.rpc.Status\"\xb9\x01\n\x12NapSessionResponse\x12*\n\x08snapshot\x18\x01 \x01(\x0b\x32\x16.flame.pce.v1.SnapshotH\x00\x12-\n\npath_reply\x18\x02 \x01(\x0b\x32\x17.flame.pce.v1.PathReplyH\x00\x12=\n\x12registration_reply\x18\x03 \x01(\x0b\x32\x1f.flame.pce.v1.RegistrationReplyH\x00\x42\t\n\x07messageb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,16 +47,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LOCALREGISTRATION']._serialized_end=569
   _globals['_NAPSESSIONREQUEST']._serialized_start=572
   _globals['_NAPSESSIONREQUEST']._serialized_end=818
-  _globals['_SERVERROUTE']._serialized_start=820
-  _globals['_SERVERROUTE']._serialized_end=904
-  _globals['_FQDNROUTE']._serialized_start=906
-  _globals['_FQDNROUTE']._serialized_end=975
-  _globals['_SNAPSHOT']._serialized_start=977
-  _globals['_SNAPSHOT']._serialized_end=1080
-  _globals['_PATHREPLY']._serialized_start=1082
-  _globals['_PATHREPLY']._serialized_end=1186
-  _globals['_REGISTRATIONREPLY']._serialized_start=1188
-  _globals['_REGISTRATIONREPLY']._serialized_end=1267
-  _globals['_NAPSESSIONRESPONSE']._serialized_start=1270
-  _globals['_NAPSESSIONRESPONSE']._serialized_end=1455
+  _globals['_SERVERROUTE']._serialized_start=821
+  _globals['_SERVERROUTE']._serialized_end=951
+  _globals['_FQDNROUTE']._serialized_start=953
+  _globals['_FQDNROUTE']._serialized_end=1022
+  _globals['_SNAPSHOT']._serialized_start=1024
+  _globals['_SNAPSHOT']._serialized_end=1142
+  _globals['_PATHREPLY']._serialized_start=1144
+  _globals['_PATHREPLY']._serialized_end=1248
+  _globals['_REGISTRATIONREPLY']._serialized_start=1250
+  _globals['_REGISTRATIONREPLY']._serialized_end=1329
+  _globals['_NAPSESSIONRESPONSE']._serialized_start=1332
+  _globals['_NAPSESSIONRESPONSE']._serialized_end=1517
 # @@protoc_insertion_point(module_scope)

@@ -266,6 +266,8 @@ class ServerRoute(_message.Message):
     FID_FIELD_NUMBER: _builtins.int
     REVERSE_FID_FIELD_NUMBER: _builtins.int
     COST_FIELD_NUMBER: _builtins.int
+    LID_TABLE_FIELD_NUMBER: _builtins.int
+    REVERSE_LID_TABLE_FIELD_NUMBER: _builtins.int
     server_nap_id: _builtins.str
     """The server NAP."""
     fid: _builtins.bytes
@@ -274,6 +276,10 @@ class ServerRoute(_message.Message):
     """FID back from it to this NAP (32 bytes), sent along with requests so responses need no lookup."""
     cost: _builtins.float
     """Path cost (lower is better); the first route is the PCE's choice."""
+    lid_table: _builtins.int
+    """LID table of `fid` (IPv6 flow label of frames sent with it)."""
+    reverse_lid_table: _builtins.int
+    """LID table of `reverse_fid`."""
     def __init__(
         self,
         *,
@@ -281,10 +287,12 @@ class ServerRoute(_message.Message):
         fid: _builtins.bytes = ...,
         reverse_fid: _builtins.bytes = ...,
         cost: _builtins.float = ...,
+        lid_table: _builtins.int = ...,
+        reverse_lid_table: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "fid", b"fid", "reverse_fid", b"reverse_fid", "server_nap_id", b"server_nap_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "fid", b"fid", "lid_table", b"lid_table", "reverse_fid", b"reverse_fid", "reverse_lid_table", b"reverse_lid_table", "server_nap_id", b"server_nap_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -328,10 +336,11 @@ class Snapshot(_message.Message):
     ILID_FIELD_NUMBER: _builtins.int
     ROUTES_FIELD_NUMBER: _builtins.int
     LOCAL_FQDNS_FIELD_NUMBER: _builtins.int
+    ILIDS_FIELD_NUMBER: _builtins.int
     version: _builtins.int
     """Monotonically increasing per NAP."""
     ilid: _builtins.bytes
-    """The NAP's internal LID (32 bytes): frames whose FID contains it are for this NAP."""
+    """The NAP's internal LID in LID table 0 (32 bytes): frames whose FID contains it are for this NAP."""
     @_builtins.property
     def routes(self) -> _containers.RepeatedCompositeFieldContainer[Global___FqdnRoute]:
         """Routes per FQDN."""
@@ -340,6 +349,10 @@ class Snapshot(_message.Message):
     def local_fqdns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """FQDNs registered behind this NAP (what it serves)."""
 
+    @_builtins.property
+    def ilids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """The NAP's internal LID in every LID table, indexed by table (one entry up to 256 identifiers; SFR-8)."""
+
     def __init__(
         self,
         *,
@@ -347,10 +360,11 @@ class Snapshot(_message.Message):
         ilid: _builtins.bytes = ...,
         routes: _abc.Iterable[Global___FqdnRoute] | None = ...,
         local_fqdns: _abc.Iterable[_builtins.str] | None = ...,
+        ilids: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ilid", b"ilid", "local_fqdns", b"local_fqdns", "routes", b"routes", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ilid", b"ilid", "ilids", b"ilids", "local_fqdns", b"local_fqdns", "routes", b"routes", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

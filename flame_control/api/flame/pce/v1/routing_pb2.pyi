@@ -178,6 +178,8 @@ class Path(_message.Message):
     FID_FIELD_NUMBER: _builtins.int
     REVERSE_FID_FIELD_NUMBER: _builtins.int
     COST_FIELD_NUMBER: _builtins.int
+    LID_TABLE_FIELD_NUMBER: _builtins.int
+    REVERSE_LID_TABLE_FIELD_NUMBER: _builtins.int
     client_nap_id: _builtins.str
     """NAP where the request enters."""
     server_nap_id: _builtins.str
@@ -188,6 +190,12 @@ class Path(_message.Message):
     """FID server -> client (the reverse FID responses use; 32 bytes)."""
     cost: _builtins.float
     """Cost under the requested metric."""
+    lid_table: _builtins.int
+    """LID table the forward FID was built from (SFR-8); frames carry it in the IPv6 flow label. 0 when every link has
+    its own bit (up to 256 identifiers).
+    """
+    reverse_lid_table: _builtins.int
+    """LID table of the reverse FID."""
     @_builtins.property
     def node_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Node ids from client NAP to server NAP inclusive."""
@@ -206,10 +214,12 @@ class Path(_message.Message):
         fid: _builtins.bytes = ...,
         reverse_fid: _builtins.bytes = ...,
         cost: _builtins.float = ...,
+        lid_table: _builtins.int = ...,
+        reverse_lid_table: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_nap_id", b"client_nap_id", "cost", b"cost", "fid", b"fid", "link_ids", b"link_ids", "node_ids", b"node_ids", "reverse_fid", b"reverse_fid", "server_nap_id", b"server_nap_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_nap_id", b"client_nap_id", "cost", b"cost", "fid", b"fid", "lid_table", b"lid_table", "link_ids", b"link_ids", "node_ids", b"node_ids", "reverse_fid", b"reverse_fid", "reverse_lid_table", b"reverse_lid_table", "server_nap_id", b"server_nap_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -270,12 +280,15 @@ class MulticastTree(_message.Message):
     LINK_IDS_FIELD_NUMBER: _builtins.int
     FID_FIELD_NUMBER: _builtins.int
     FALSE_POSITIVE_FREE_FIELD_NUMBER: _builtins.int
+    LID_TABLE_FIELD_NUMBER: _builtins.int
     source_nap_id: _builtins.str
     """Source NAP."""
     fid: _builtins.bytes
     """The FID (32 bytes)."""
     false_positive_free: _builtins.bool
     """True when the FID was checked against every link adjacent to the tree and reaches none of them (SFR-8)."""
+    lid_table: _builtins.int
+    """LID table the FID was built from (carried in the IPv6 flow label)."""
     @_builtins.property
     def destination_nap_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Destination NAPs reached."""
@@ -292,10 +305,11 @@ class MulticastTree(_message.Message):
         link_ids: _abc.Iterable[_builtins.str] | None = ...,
         fid: _builtins.bytes = ...,
         false_positive_free: _builtins.bool = ...,
+        lid_table: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["destination_nap_ids", b"destination_nap_ids", "false_positive_free", b"false_positive_free", "fid", b"fid", "link_ids", b"link_ids", "source_nap_id", b"source_nap_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["destination_nap_ids", b"destination_nap_ids", "false_positive_free", b"false_positive_free", "fid", b"fid", "lid_table", b"lid_table", "link_ids", b"link_ids", "source_nap_id", b"source_nap_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
