@@ -38,8 +38,9 @@ class SessionRecord(Generic[V]):
 class SessionTable(Generic[V]):
     """Session records of every NAP that ever connected."""
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+    def __init__(self, clock: Callable[[], float], backoff_start_s: float = BACKOFF_START_S) -> None:
         self.clock = clock
+        self.backoff_start_s = backoff_start_s
         self.records: dict[str, SessionRecord[V]] = {}
 
     def open(self, nap_id: str, last_applied_version: int) -> SessionRecord[V]:
@@ -87,7 +88,7 @@ class SessionTable(Generic[V]):
         rec.nack_count += 1
         rec.consecutive_nacks += 1
         rec.last_nack_code, rec.last_nack_message = code, message
-        hold = float(min(BACKOFF_MAX_S, BACKOFF_START_S * 2.0 ** (rec.consecutive_nacks - 1)))
+        hold = float(min(BACKOFF_MAX_S, self.backoff_start_s * 2.0 ** (rec.consecutive_nacks - 1)))
         rec.hold_until = self.clock() + hold
         return hold
 
