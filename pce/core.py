@@ -61,6 +61,8 @@ class PceCore:
     def __post_init__(self) -> None:
         self.engine = PathEngine(self.topology)
         self.plan = lidlib.plan(self.topology)
+        #: (client, fqdn, constraints) -> routes; dropped precisely when a link or registration changes.
+        self._routes: dict[tuple[str, str, Constraints], list[Route]] = {}
         self.views: dict[str, NapView] = {}
         self.interest: dict[str, frozenset[str] | None] = {}
         self._link_users: dict[str, set[str]] = {}
@@ -71,6 +73,7 @@ class PceCore:
         self.topology = topo
         self.engine = PathEngine(topo)
         self.plan = lidlib.plan(topo)
+        self._routes.clear()
         self.registry.drop_naps(n for n in {nap for _, nap in self.registry.registrations} if n not in topo.nodes)
         self.version += 1
         return self.refresh(self.views.keys())
@@ -85,6 +88,10 @@ class PceCore:
         engine = PathEngine(topo)
         self.engine.invalidate_link(link_id, up, engine)
         self.topology, self.engine = topo, engine
+        if up:
+            self._routes.clear()
+        else:
+            self._routes = {k: v for k, v in self._routes.items() if not any(link_id in r.links for r in v)}
         self.version += 1
         candidates = set(self._link_users.get(link_id, set())) if not up else set(self.views)
         return self.refresh(candidates)
@@ -96,19 +103,31 @@ class PceCore:
         if node is None or node.kind != "nap":
             raise InvalidArgument([FieldViolation("nap_id", f"{reg.nap_id!r} is not a NAP of the topology")])
         self.registry.register(reg)
+        self._forget_fqdn(reg.fqdn)
         return self.refresh(self._interested_in(reg.fqdn) | {reg.nap_id})
 
     def unregister(self, fqdn: str, nap_id: str) -> set[str]:
         """Remove a registration; returns affected NAPs."""
         self.registry.unregister(fqdn, nap_id)
+        self._forget_fqdn(fqdn)
         return self.refresh(self._interested_in(fqdn) | {nap_id})
+
+    def _forget_fqdn(self, fqdn: str) -> None:
+        self._routes = {k: v for k, v in self._routes.items() if k[1] != fqdn}
 
     def _interested_in(self, fqdn: str) -> set[str]:
         return {n for n, wanted in self.interest.items() if wanted is None or fqdn in wanted}
 
     # -- routes ---------------------------------------------------------------------------------------------------
     def routes(self, client: str, fqdn: str, c: Constraints = DEFAULT) -> list[Route]:
-        """Routes from ``client`` to every server NAP of ``fqdn`` satisfying ``c``, best first."""
+        """Routes from ``client`` to every server NAP of ``fqdn`` satisfying ``c``, best first (cached)."""
+        key = (client, fqdn, c)
+        cached = self._routes.get(key)
+        if cached is None:
+            cached = self._routes[key] = self._compute_routes(client, fqdn, c)
+        return cached
+
+    def _compute_routes(self, client: str, fqdn: str, c: Constraints) -> list[Route]:
         servers = self.registry.servers(fqdn)
         if c.traffic_class == "" and self.topology.classes:
             cls = self.topology.class_for(fqdn)
@@ -135,9 +154,8 @@ class PceCore:
     def _route(self, nodes: Sequence[str], links: Sequence[str], cost: float) -> Route:
         forward = directions_of(self.engine, nodes)
         backward = directions_of(self.engine, nodes[::-1])
-        adjacency = self.engine.neighbours() if not self.plan.exact else {}
-        table, fid, _ = lidlib.choose_table(self.plan, forward, [nodes[-1]], adjacency)
-        rtable, rfid, _ = lidlib.choose_table(self.plan, backward, [nodes[0]], adjacency)
+        table, fid, _ = lidlib.choose_table(self.plan, forward, [nodes[-1]])
+        rtable, rfid, _ = lidlib.choose_table(self.plan, backward, [nodes[0]])
         return Route(nodes[-1], fid, rfid, cost, tuple(nodes), tuple(links), table.index, rtable.index)
 
     def resolve(self, client: str, fqdn: str, c: Constraints = DEFAULT) -> list[Route]:
@@ -176,7 +194,7 @@ class PceCore:
         if missing:
             raise NotFound("path", ",".join(missing), f"unreachable from {source}: {', '.join(missing)}")
         tree_dirs = self.tree_directions(source, destinations, c)
-        table, fid, ok = lidlib.choose_table(self.plan, tree_dirs, destinations, self.engine.neighbours())
+        table, fid, ok = lidlib.choose_table(self.plan, tree_dirs, destinations)
         return links, fid, ok, table.index
 
     def tree_directions(

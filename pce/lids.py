@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flame_control.icn import fid as fidlib
 from pce.topology import Topology
@@ -26,6 +26,13 @@ class LidTable:
     index: int
     lids: Mapping[Direction, int]
     ilids: Mapping[str, int]
+    #: node -> ((LID, neighbour), ...) of every direction leaving it (for fast false-positive checks).
+    out: Mapping[str, tuple[tuple[int, str], ...]] = field(default_factory=dict)
+
+
+#: Bits per LID of each Bloom table: small trees fit best with many bits, large trees with few (LIPSIN's idea of
+#: tables with different k), so a tree of any size finds a table without false positives more often.
+BLOOM_BITS: tuple[int, ...] = (7, 6, 5, 5, 4, 4, 3, 2)
 
 
 @dataclass(frozen=True)
@@ -33,12 +40,12 @@ class LidPlan:
     """All LID tables of a topology (one table when every identifier has its own bit)."""
 
     tables: tuple[LidTable, ...]
-    bits_per_lid: int
+    bits_per_lid: tuple[int, ...]
 
     @property
     def exact(self) -> bool:
         """True when identifiers are single distinct bits (no false positives possible)."""
-        return self.bits_per_lid == 1
+        return self.bits_per_lid == (1,)
 
 
 def directions(topo: Topology) -> list[Direction]:
@@ -60,21 +67,29 @@ def _bits(name: str, table: int, k: int) -> int:
     return value
 
 
-def plan(topo: Topology, bits_per_lid: int = 5, tables: int = 8) -> LidPlan:
-    """Assign LIDs and iLIDs; exact single bits when they fit in 256, else ``tables`` Bloom tables of k bits."""
+def plan(topo: Topology, bits_per_lid: tuple[int, ...] = BLOOM_BITS) -> LidPlan:
+    """Assign LIDs and iLIDs; exact single bits when they fit in 256, else one Bloom table per entry of
+    ``bits_per_lid`` (k bits per LID in that table)."""
     dirs = directions(topo)
     naps = topo.naps()
     names = [f"{a}>{b}" for a, b in dirs] + [f"ilid:{n}" for n in naps]
     if len(names) <= fidlib.BITS:
         lids = {d: 1 << i for i, d in enumerate(dirs)}
         ilids = {n: 1 << (len(dirs) + i) for i, n in enumerate(naps)}
-        return LidPlan((LidTable(0, lids, ilids),), 1)
+        return LidPlan((LidTable(0, lids, ilids, _out(lids)),), (1,))
     out = []
-    for t in range(tables):
-        lids = {d: _bits(f"{d[0]}>{d[1]}", t, bits_per_lid) for d in dirs}
-        ilids = {n: _bits(f"ilid:{n}", t, bits_per_lid) for n in naps}
-        out.append(LidTable(t, lids, ilids))
-    return LidPlan(tuple(out), bits_per_lid)
+    for t, k in enumerate(bits_per_lid):
+        lids = {d: _bits(f"{d[0]}>{d[1]}", t, k) for d in dirs}
+        ilids = {n: _bits(f"ilid:{n}", t, k) for n in naps}
+        out.append(LidTable(t, lids, ilids, _out(lids)))
+    return LidPlan(tuple(out), tuple(bits_per_lid))
+
+
+def _out(lids: Mapping[Direction, int]) -> dict[str, tuple[tuple[int, str], ...]]:
+    grouped: dict[str, list[tuple[int, str]]] = {}
+    for (a, b), lid in sorted(lids.items()):
+        grouped.setdefault(a, []).append((lid, b))
+    return {a: tuple(v) for a, v in grouped.items()}
 
 
 def fid_for(table: LidTable, tree: Iterable[Direction], destinations: Iterable[str]) -> int:
@@ -87,30 +102,28 @@ def fid_for(table: LidTable, tree: Iterable[Direction], destinations: Iterable[s
     return value
 
 
-def false_positives(
-    table: LidTable, fid: int, tree: Sequence[Direction], adjacency: Mapping[str, Sequence[str]]
-) -> list[Direction]:
+def false_positives(table: LidTable, fid: int, tree: Sequence[Direction]) -> list[Direction]:
     """Directions leaving a switch on the tree, not on the tree, whose LID the FID contains (frames would leak)."""
     on_tree = set(tree)
-    nodes = {a for a, _ in tree}
     leaks = []
-    for node in nodes:
-        for nbr in adjacency.get(node, ()):
-            d = (node, nbr)
-            lid = table.lids.get(d)
-            if d not in on_tree and lid is not None and fidlib.delivers(fid, lid):
-                leaks.append(d)
+    for node in {a for a, _ in tree}:
+        for lid, nbr in table.out.get(node, ()):
+            if fid & lid == lid and (node, nbr) not in on_tree:
+                leaks.append((node, nbr))
     return sorted(leaks)
 
 
 def choose_table(
-    lid_plan: LidPlan, tree: Sequence[Direction], destinations: Sequence[str], adjacency: Mapping[str, Sequence[str]]
+    lid_plan: LidPlan, tree: Sequence[Direction], destinations: Sequence[str]
 ) -> tuple[LidTable, int, bool]:
     """The first table whose FID for ``tree`` has no false positive: (table, fid, false_positive_free)."""
+    if lid_plan.exact:
+        table = lid_plan.tables[0]
+        return table, fid_for(table, tree, destinations), True
     best: tuple[LidTable, int, int] | None = None
     for table in lid_plan.tables:
         fid = fid_for(table, tree, destinations)
-        leaks = false_positives(table, fid, tree, adjacency) if not lid_plan.exact else []
+        leaks = false_positives(table, fid, tree)
         if not leaks:
             return table, fid, True
         if best is None or len(leaks) < best[2]:

@@ -77,12 +77,13 @@ class PathEngine:
             self.adjacency[link.a[0]].append((link.b[0], link.id))
             self.adjacency[link.b[0]].append((link.a[0], link.id))
         self._cache: dict[tuple[str, Constraints], Tree] = {}
+        self._neighbours = {n: [nbr for nbr, _ in adj] for n, adj in self.adjacency.items()}
         self.hits = 0
         self.misses = 0
 
     def neighbours(self) -> dict[str, list[str]]:
-        """node -> neighbour ids (for false-positive checks)."""
-        return {n: [nbr for nbr, _ in adj] for n, adj in self.adjacency.items()}
+        """node -> neighbour ids (for false-positive checks); computed once per topology."""
+        return self._neighbours
 
     def _weight(self, link_id: str, c: Constraints) -> float:
         link = self.topo.links[link_id]

@@ -119,7 +119,7 @@ def test_path_cache_is_invalidated_precisely_on_link_changes(core: PceCore) -> N
     assert core.engine.misses == 1
     core.set_link_state("b-nap-b2", up=False)  # nap-edge-b2's access link: the dc tree keeps every other path
     core.resolve("nap-edge-a1", VOD)
-    assert core.engine.misses == 0 and core.engine.hits >= 1
+    assert core.engine.misses == 0  # neither the route nor the tree was recomputed
     with pytest.raises(NotFound):
         core.resolve("nap-edge-b2", VOD)
     core.set_link_state("dc-a", up=False)  # transit link on the path: the tree is recomputed
