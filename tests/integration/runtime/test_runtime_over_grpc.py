@@ -175,3 +175,35 @@ def test_mtls_refuses_a_client_without_certificate(tmp_path: Path) -> None:
                     await services.EchoServiceStub(plain).Echo(protos.EchoRequest(text="hi"), timeout=5)
 
     asyncio.run(scenario())
+
+
+def test_graceful_shutdown_reports_not_serving_and_lets_in_flight_calls_finish() -> None:
+    from grpc_health.v1 import health_pb2
+
+    from flame_control.runtime.config import FlameConfig
+    from flame_control.runtime.server import ServiceHost
+
+    class Slow(Echo):
+        async def Echo(self, request: Any, context: Any) -> Any:
+            await asyncio.sleep(0.5)
+            return protos.EchoResponse(text=request.text, calls=1)
+
+    async def scenario() -> None:
+        host = ServiceHost(FlameConfig(shutdown_grace_s=5.0), settings={})
+        slow = Slow()
+        port = await host.start_spec(
+            "echo", ServiceSpec("runtimetest.EchoService", slow, services.add_EchoServiceServicer_to_server), 0
+        )
+        async with channel(f"127.0.0.1:{port}") as ch:
+            in_flight = asyncio.ensure_future(services.EchoServiceStub(ch).Echo(protos.EchoRequest(text="hi")))
+            await asyncio.sleep(0.1)
+            health = host.running["echo"].health
+            stopping = asyncio.create_task(host.stop())
+            await asyncio.sleep(0.05)
+            status = await health.Check(health_pb2.HealthCheckRequest(service="runtimetest.EchoService"), None)
+            assert status.status == health_pb2.HealthCheckResponse.NOT_SERVING
+            reply = await in_flight
+            assert reply.text == "hi"
+            await stopping
+
+    asyncio.run(scenario())
