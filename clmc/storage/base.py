@@ -10,7 +10,8 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from typing import Protocol
 
 #: A field value as stored: float, int, str or bool.
@@ -38,7 +39,7 @@ class SeriesData:
     measurement: str
     tags: TagTuple
     times_ns: Sequence[int]
-    fields: dict[str, Sequence[FieldVal | None]]
+    fields: Mapping[str, Sequence[FieldVal | None]]
 
     def __len__(self) -> int:
         return len(self.times_ns)
@@ -76,7 +77,7 @@ class AggQuery:
     end_ns: int
     window_ns: int  # 0 = one window over [start, end)
     group_by: tuple[str, ...] = ()
-    tags: TagFilter = field(default_factory=dict)
+    tags: TagFilter = dc_field(default_factory=dict)
     percentile: float = 50.0
 
 
@@ -102,7 +103,7 @@ class Selection:
     """Which points: measurement (None = every measurement), tags and [start, end) in ns (None = unbounded)."""
 
     measurement: str | None
-    tags: TagFilter = field(default_factory=dict)
+    tags: TagFilter = dc_field(default_factory=dict)
     start_ns: int | None = None
     end_ns: int | None = None
 
@@ -128,7 +129,9 @@ class MetricStore(Protocol):
         """Aggregated windows per group (windows without points omitted)."""
         ...
 
-    def latest(self, sel: Selection, field_name: str | None, group_by: Sequence[str]) -> dict[TagTuple, tuple[int, float]]:
+    def latest(
+        self, sel: Selection, field_name: str | None, group_by: Sequence[str]
+    ) -> dict[TagTuple, tuple[int, float]]:
         """Per group: (time, value) of the newest point (value NaN when ``field_name`` is None or not numeric)."""
         ...
 
@@ -161,5 +164,5 @@ def group_key(tags: Mapping[str, str], group_by: Sequence[str]) -> TagTuple:
 def percentile_of(values: list[float], q: float) -> float:
     """Percentile (0 < q <= 100) by nearest rank, exactly as InfluxQL's ``percentile()`` picks it."""
     values.sort()
-    i = int(math.floor(len(values) * q / 100.0 + 0.5)) - 1
+    i = math.floor(len(values) * q / 100.0 + 0.5) - 1
     return values[max(0, min(i, len(values) - 1))]

@@ -15,6 +15,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from clmc.storage.base import (
     AggKind,
@@ -22,10 +23,10 @@ from clmc.storage.base import (
     AggSeries,
     AggWindow,
     FieldVal,
-    SeriesData,
     Selection,
-    StoredPoint,
+    SeriesData,
     StorageError,
+    StoredPoint,
     TagTuple,
     group_key,
     matches,
@@ -54,13 +55,13 @@ def _typ(v: FieldVal) -> int:
     return _STR
 
 
-def _decode(val: object, typ: int) -> FieldVal:
+def _decode(val: Any, typ: int) -> FieldVal:
     if typ == _BOOL:
         return bool(val)
     if typ == _INT:
-        return int(val)  # type: ignore[call-overload]
+        return int(val)
     if typ == _FLOAT:
-        return float(val)  # type: ignore[arg-type]
+        return float(val)
     return str(val)
 
 
@@ -130,8 +131,9 @@ class EmbeddedStore:
         ]
 
     @staticmethod
-    def _time_clause(sel: Selection) -> tuple[str, list[int]]:
-        clause, args = "", []
+    def _time_clause(sel: Selection) -> tuple[str, list[Any]]:
+        clause: str = ""
+        args: list[Any] = []
         if sel.start_ns is not None:
             clause += " AND time_ns >= ?"
             args.append(sel.start_ns)
@@ -142,7 +144,7 @@ class EmbeddedStore:
 
     def _rows_for(
         self, ids: Sequence[int], extra: str, args: Sequence[object], columns: str, tail: str = ""
-    ) -> Iterator[tuple[object, ...]]:
+    ) -> Iterator[tuple[Any, ...]]:
         for chunk in _chunks(ids, 500):
             marks = ",".join("?" * len(chunk))
             sql = f"SELECT {columns} FROM samples WHERE series_id IN ({marks}){extra} {tail}"
@@ -154,14 +156,14 @@ class EmbeddedStore:
             clause, args = self._time_clause(sel)
             if fields:
                 clause += f" AND field IN ({','.join('?' * len(fields))})"
-                args = [*args, *fields]  # type: ignore[list-item]
+                args = [*args, *fields]
             points: dict[tuple[int, int], dict[str, FieldVal]] = {}
-            for sid, fname, t, val, typ in self._rows_for(list(series), clause, args, "series_id, field, time_ns, val, typ"):
-                points.setdefault((int(t), int(sid)), {})[str(fname)] = _decode(val, int(typ))  # type: ignore[call-overload]
+            for sid, fname, t, val, typ in self._rows_for(
+                list(series), clause, args, "series_id, field, time_ns, val, typ"
+            ):
+                points.setdefault((int(t), int(sid)), {})[str(fname)] = _decode(val, int(typ))
         ordered = sorted(points)
-        out = [
-            StoredPoint(series[sid][0], dict(series[sid][1]), t, points[(t, sid)]) for t, sid in ordered[:limit]
-        ]
+        out = [StoredPoint(series[sid][0], dict(series[sid][1]), t, points[(t, sid)]) for t, sid in ordered[:limit]]
         return out, len(ordered) > limit
 
     def aggregate(self, q: AggQuery) -> list[AggSeries]:
@@ -175,35 +177,40 @@ class EmbeddedStore:
                 values: dict[tuple[TagTuple, int], list[float]] = defaultdict(list)
                 cols = f"series_id, (time_ns - {int(q.start_ns)}) / {int(window)}, val"
                 for sid, bucket, val in self._rows_for(list(group_of), where, args, cols):
-                    values[(group_of[int(sid)], int(bucket))].append(float(val))  # type: ignore[arg-type]
+                    values[(group_of[int(sid)], int(bucket))].append(float(val))
                 cells = {k: (percentile_of(v, q.percentile), len(v)) for k, v in values.items()}
             else:
-                cols = f"series_id, (time_ns - {int(q.start_ns)}) / {int(window)} AS b, SUM(val), COUNT(val), MIN(val), MAX(val)"
+                bucket = f"(time_ns - {int(q.start_ns)}) / {int(window)}"
+                cols = f"series_id, {bucket} AS b, SUM(val), COUNT(val), MIN(val), MAX(val)"
                 acc: dict[tuple[TagTuple, int], list[float]] = {}
-                for sid, b, total, n, lo, hi in self._rows_for(list(group_of), where, args, cols, "GROUP BY series_id, b"):
-                    key = (group_of[int(sid)], int(b))  # type: ignore[call-overload]
+                for sid, b, total, n, lo, hi in self._rows_for(
+                    list(group_of), where, args, cols, "GROUP BY series_id, b"
+                ):
+                    key = (group_of[int(sid)], int(b))
                     cur = acc.get(key)
                     if cur is None:
-                        acc[key] = [float(total), float(n), float(lo), float(hi)]  # type: ignore[arg-type]
+                        acc[key] = [float(total), float(n), float(lo), float(hi)]
                     else:
-                        cur[0] += float(total)  # type: ignore[arg-type]
-                        cur[1] += float(n)  # type: ignore[arg-type]
-                        cur[2] = min(cur[2], float(lo))  # type: ignore[arg-type]
-                        cur[3] = max(cur[3], float(hi))  # type: ignore[arg-type]
+                        cur[0] += float(total)
+                        cur[1] += float(n)
+                        cur[2] = min(cur[2], float(lo))
+                        cur[3] = max(cur[3], float(hi))
                 cells = {k: (_finish(q.kind, v), int(v[1])) for k, v in acc.items()}
         by_group: dict[TagTuple, list[AggWindow]] = defaultdict(list)
         for (group, bucket), (value, n) in sorted(cells.items()):
             by_group[group].append(AggWindow(q.start_ns + bucket * window, value, n))
         return [AggSeries(g, w) for g, w in sorted(by_group.items())]
 
-    def latest(self, sel: Selection, field_name: str | None, group_by: Sequence[str]) -> dict[TagTuple, tuple[int, float]]:
+    def latest(
+        self, sel: Selection, field_name: str | None, group_by: Sequence[str]
+    ) -> dict[TagTuple, tuple[int, float]]:
         out: dict[TagTuple, tuple[int, float]] = {}
         with self._lock:
             series = self._select_series(sel)
             clause, args = self._time_clause(sel)
             if field_name:
                 clause += " AND field = ?"
-                args = [*args, field_name]  # type: ignore[list-item]
+                args = [*args, field_name]
             for sid, _, tags in series:
                 row = self._db.execute(
                     f"SELECT time_ns, val, typ FROM samples WHERE series_id = ?{clause} ORDER BY time_ns DESC LIMIT 1",
@@ -239,7 +246,7 @@ class EmbeddedStore:
         ids = [sid for sid, _, _ in self._select_series(sel)]
         total = 0
         for (n,) in self._rows_for(ids, clause, args, "COUNT(DISTINCT series_id || ':' || time_ns)", ""):
-            total += int(n)  # type: ignore[call-overload]
+            total += int(n)
         return total
 
     def delete(self, sel: Selection) -> int:

@@ -23,10 +23,10 @@ from clmc.storage.base import (
     AggSeries,
     AggWindow,
     FieldVal,
-    SeriesData,
     Selection,
-    StoredPoint,
+    SeriesData,
     StorageError,
+    StoredPoint,
     TagTuple,
     group_key,
 )
@@ -131,7 +131,9 @@ class InfluxStore:
             self._local.conn = None
             raise
 
-    def _call(self, method: str, path: str, params: dict[str, str], body: bytes | None = None, retry: bool = True) -> bytes:
+    def _call(
+        self, method: str, path: str, params: dict[str, str], body: bytes | None = None, retry: bool = True
+    ) -> bytes:
         deadline = time.monotonic() + (self._retry_for_s if retry else 0.0)
         delay = 0.05
         last = ""
@@ -198,10 +200,14 @@ class InfluxStore:
             types = self._types.get(s["name"]) or self._field_types(s["name"])
             names = s["columns"][1:]
             for row in s["values"]:
-                values = {n: _typed(v, types.get(n, "float")) for n, v in zip(names, row[1:], strict=True) if v is not None}
+                values = {
+                    n: _typed(v, types.get(n, "float")) for n, v in zip(names, row[1:], strict=True) if v is not None
+                }
                 if values:
                     points.append(StoredPoint(s["name"], dict(s.get("tags") or {}), int(row[0]), values))
-        points = [StoredPoint(p.measurement, {k: v for k, v in p.tags.items() if v}, p.time_ns, p.fields) for p in points]
+        points = [
+            StoredPoint(p.measurement, {k: v for k, v in p.tags.items() if v}, p.time_ns, p.fields) for p in points
+        ]
         points.sort(key=lambda p: (p.time_ns, p.measurement, sorted(p.tags.items())))
         return points[:limit], len(points) > limit
 
@@ -216,7 +222,8 @@ class InfluxStore:
             offset = (q.start_ns % q.window_ns) // 1000
             group.insert(0, f"time({q.window_ns // 1000}u, {offset}u)")
         group_clause = (" GROUP BY " + ", ".join(group)) if group else ""
-        stmt = f"SELECT {func}({arg}), count({ident(q.field)}) FROM {ident(q.measurement)}{self._where(sel)}{group_clause} fill(none)"
+        source = f"{ident(q.measurement)}{self._where(sel)}{group_clause}"
+        stmt = f"SELECT {func}({arg}), count({ident(q.field)}) FROM {source} fill(none)"
         out = []
         for s in self.influxql(stmt):
             tags = s.get("tags") or {}
@@ -235,7 +242,9 @@ class InfluxStore:
         types = self._field_types(measurement)
         return sorted(types)[0] if types else None
 
-    def latest(self, sel: Selection, field_name: str | None, group_by: Sequence[str]) -> dict[TagTuple, tuple[int, float]]:
+    def latest(
+        self, sel: Selection, field_name: str | None, group_by: Sequence[str]
+    ) -> dict[TagTuple, tuple[int, float]]:
         fname = field_name or self._any_field(sel.measurement)
         if fname is None:
             return {}
@@ -244,7 +253,11 @@ class InfluxStore:
         out: dict[TagTuple, tuple[int, float]] = {}
         for s in self.influxql(stmt):
             row = s["values"][0]
-            value = float(row[1]) if field_name and isinstance(row[1], int | float) and not isinstance(row[1], bool) else math.nan
+            value = (
+                float(row[1])
+                if field_name and isinstance(row[1], int | float) and not isinstance(row[1], bool)
+                else math.nan
+            )
             out[group_key(s.get("tags") or {}, group_by)] = (int(row[0]), value)
         return out
 

@@ -53,7 +53,9 @@ class Influxd:
     def start(self) -> None:
         binary = shutil.which("influxd")
         assert binary is not None
-        self.proc = self.procs.start("influxd", [binary, "run", "-config", str(self.config)], ready=self.ping, timeout=30)
+        self.proc = self.procs.start(
+            "influxd", [binary, "run", "-config", str(self.config)], ready=self.ping, timeout=30
+        )
 
     def stop(self) -> None:
         if self.proc is not None:

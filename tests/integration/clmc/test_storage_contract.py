@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from clmc.storage.base import AggKind, AggQuery, MetricStore, SeriesData, Selection, StorageError
+from clmc.storage.base import AggKind, AggQuery, MetricStore, Selection, SeriesData, StorageError
 from clmc.storage.embedded import EmbeddedStore
 from clmc.storage.influx import InfluxStore
 from tests.support.influxdb import start_influxd
@@ -75,7 +75,9 @@ def test_clmc16_filters_by_tags_and_time_and_limits(store: MetricStore) -> None:
     ("kind", "expected"),
     [(AggKind.MEAN, 2.0), (AggKind.MIN, 0.0), (AggKind.MAX, 4.0), (AggKind.SUM, 10.0), (AggKind.COUNT, 5.0)],
 )
-def test_clmc11_aggregations_over_windows_grouped_by_location(store: MetricStore, kind: AggKind, expected: float) -> None:
+def test_clmc11_aggregations_over_windows_grouped_by_location(
+    store: MetricStore, kind: AggKind, expected: float
+) -> None:
     # 10 points per location, one per second: two 5 s windows; location b is offset by +100.
     store.write([series("a", 10), series("b", 10, base=100.0)])
     q = AggQuery("nap_http", "latency_ms", kind, T0, T0 + 10 * S, 5 * S, ("flame_location",))
@@ -101,7 +103,7 @@ def test_latest_per_group_gives_newest_time_and_value(store: MetricStore) -> Non
     assert latest[(("flame_location", "a"),)] == (T0 + 4 * S, 4.0)
     assert latest[(("flame_location", "b"),)] == (T0 + 2 * S, 2.0)
     no_field = store.latest(Selection("nap_http", {}, T0, T0 + 60 * S), None, ())
-    (t, v), = no_field.values()
+    ((t, v),) = no_field.values()
     assert t == T0 + 4 * S and math.isnan(v)
 
 

@@ -1,0 +1,188 @@
+"""ClmcService over gRPC: a thin adapter. Validation lives in clmc.ingest / clmc.analytics, viewpoints in
+clmc.viewpoint, storage behind clmc.storage; blocking storage calls run in worker threads."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from clmc import analytics
+from clmc.ingest import CONFIG_EVENT_MEASUREMENT, Limits, convert_batch, convert_events, to_config_event, to_measurement
+from clmc.model import SUBJECT_TAG, information_model
+from clmc.storage.base import MetricStore, Selection, SeriesData, StorageError
+from clmc.viewpoint import Viewpoint, viewpoint_of, with_time
+from flame_control.api.flame.clmc.v1 import clmc_pb2, clmc_pb2_grpc
+from flame_control.runtime.auth import principal_from_context
+from flame_control.runtime.errors import PermissionDenied, Unavailable, Violations
+from flame_control.runtime.service import Role
+
+log = logging.getLogger("flame.clmc")
+
+#: Called after points were stored (KPI evaluation hooks, dashboards); must not block.
+StoredHook = Callable[[list[SeriesData]], None]
+#: Erases a data subject outside the metric store (Kafka tombstones); returns tombstones written.
+SubjectEraser = Callable[[str, list[Any]], int]
+
+
+def wall_clock_ns() -> int:
+    """The real clock (injected so tests can replace it)."""
+    return time.time_ns()
+
+
+class ClmcServicer(clmc_pb2_grpc.ClmcServiceServicer):
+    """ClmcService: ingest, query, analytics, data subjects (KPI RPCs are added by clmc.kpi_servicer)."""
+
+    def __init__(
+        self,
+        store: MetricStore,
+        limits: Limits | None = None,
+        clock_ns: Callable[[], int] = wall_clock_ns,
+        subject_eraser: SubjectEraser | None = None,
+    ) -> None:
+        self.store = store
+        self.limits = limits or Limits()
+        self.clock_ns = clock_ns
+        self.subject_eraser = subject_eraser
+        self.stored_hooks: list[StoredHook] = []
+        self.erased_subjects: set[str] = set()
+
+    def view(self, context: Any) -> Viewpoint:
+        """The caller's viewpoint."""
+        return viewpoint_of(principal_from_context(context))
+
+    async def _storage(self, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except StorageError as exc:
+            log.warning("storage error: %s", exc)
+            raise Unavailable(f"{self.store.name} backend: {exc}") from exc
+
+    async def store_batch(self, batch: list[SeriesData]) -> int:
+        """Write converted points (dropping points of erased subjects) and run the stored hooks."""
+        if self.erased_subjects:
+            batch = [s for s in batch if dict(s.tags).get(SUBJECT_TAG) not in self.erased_subjects]
+        n: int = await self._storage(self.store.write, batch)
+        for hook in self.stored_hooks:
+            hook(batch)
+        return n
+
+    # --- ingest (CLMC-3, 4, 5, 8, 9) ---------------------------------------------------------------------------
+    async def PublishMeasurements(
+        self, request_iterator: AsyncIterator[clmc_pb2.PublishMeasurementsRequest], context: Any
+    ) -> clmc_pb2.PublishMeasurementsResponse:
+        accepted = batches = 0
+        async for req in request_iterator:
+            batch = convert_batch(req, self.clock_ns(), self.limits)
+            accepted += await self.store_batch(batch)
+            batches += 1
+        return clmc_pb2.PublishMeasurementsResponse(accepted_points=accepted, batches=batches)
+
+    async def PublishConfigEvents(
+        self, request_iterator: AsyncIterator[clmc_pb2.PublishConfigEventsRequest], context: Any
+    ) -> clmc_pb2.PublishConfigEventsResponse:
+        accepted = 0
+        async for req in request_iterator:
+            accepted += await self.store_batch(convert_events(req, self.clock_ns(), self.limits))
+        return clmc_pb2.PublishConfigEventsResponse(accepted_events=accepted)
+
+    # --- query and analytics (CLMC-11, 12, 13, 16, 18) ---------------------------------------------------------
+    async def Query(self, request: clmc_pb2.QueryRequest, context: Any) -> clmc_pb2.QueryResponse:
+        view = self.view(context)
+        sel, fields, limit = analytics.query_selection(request, view, self.clock_ns())
+        points, truncated = await self._storage(self.store.query, sel, fields, limit)
+        return clmc_pb2.QueryResponse(points=[to_measurement(p) for p in view.redact(points)], truncated=truncated)
+
+    async def Aggregate(self, request: clmc_pb2.AggregateRequest, context: Any) -> clmc_pb2.AggregateResponse:
+        q = analytics.aggregate_query(request, self.view(context))
+        result = await self._storage(self.store.aggregate, q)
+        resp = clmc_pb2.AggregateResponse()
+        for s in result:
+            out = resp.series.add(group={k: v for k, v in s.group})
+            for w in s.windows:
+                p = out.points.add(value=w.value, count=w.count)
+                p.window_start.FromNanoseconds(w.start_ns)
+        return resp
+
+    async def GetDataQuality(
+        self, request: clmc_pb2.GetDataQualityRequest, context: Any
+    ) -> clmc_pb2.GetDataQualityResponse:
+        view = self.view(context)
+        sel, interval = analytics.quality_request(request, view)
+        times = await self._storage(self.store.point_times, sel)
+        assert sel.start_ns is not None and sel.end_ns is not None
+        resp = clmc_pb2.GetDataQualityResponse()
+        for tags, completeness, gap, staleness in analytics.data_quality(times, sel.start_ns, sel.end_ns, interval):
+            visible = {k: v for k, v in tags if view.personal_data or k != SUBJECT_TAG}
+            s = resp.series.add(tags=visible, completeness=completeness)
+            s.max_gap.FromNanoseconds(gap)
+            s.staleness.FromNanoseconds(staleness)
+        return resp
+
+    async def DeleteMeasurements(
+        self, request: clmc_pb2.DeleteMeasurementsRequest, context: Any
+    ) -> clmc_pb2.DeleteMeasurementsResponse:
+        view = self.view(context)
+        if view.role is not Role.PLATFORM_OPERATOR:
+            raise PermissionDenied("only the platform operator deletes measurements")
+        v = Violations()
+        analytics._check_names(v, request.measurement, request.tags)
+        start = request.start.ToNanoseconds() if request.HasField("start") else None
+        end = request.end.ToNanoseconds() if request.HasField("end") else None
+        v.check(start is None or end is None or end > start, "end", "must be after start")
+        v.raise_if_any()
+        sel = with_time(view.narrow(request.measurement, request.tags), start, end)
+        deleted = await self._storage(self.store.delete, sel)
+        return clmc_pb2.DeleteMeasurementsResponse(points_deleted=deleted)
+
+    # --- data subjects (CLMC-25, 26) ---------------------------------------------------------------------------
+    @staticmethod
+    def _subject(subject_id: str) -> Selection:
+        v = Violations()
+        v.check(0 < len(subject_id) <= 256, "subject_id", "required, 1..256 characters")
+        v.raise_if_any()
+        return Selection(None, {SUBJECT_TAG: frozenset({subject_id})})
+
+    def _require_subject_access(self, context: Any) -> None:
+        if not self.view(context).personal_data:
+            raise PermissionDenied("only the platform operator may read or erase personal data")
+
+    async def QueryDataSubject(
+        self, request: clmc_pb2.QueryDataSubjectRequest, context: Any
+    ) -> clmc_pb2.QueryDataSubjectResponse:
+        self._require_subject_access(context)
+        points, _ = await self._storage(self.store.query, self._subject(request.subject_id), (), 10_000_000)
+        resp = clmc_pb2.QueryDataSubjectResponse()
+        for p in points:
+            if p.measurement == CONFIG_EVENT_MEASUREMENT:
+                resp.events.append(to_config_event(p))
+            else:
+                resp.points.append(to_measurement(p))
+        return resp
+
+    async def DeleteDataSubject(
+        self, request: clmc_pb2.DeleteDataSubjectRequest, context: Any
+    ) -> clmc_pb2.DeleteDataSubjectResponse:
+        self._require_subject_access(context)
+        sel = self._subject(request.subject_id)
+        self.erased_subjects.add(request.subject_id)  # late arrivals (e.g. Kafka redelivery) are dropped from now on
+        points, _ = await self._storage(self.store.query, sel, (), 10_000_000)
+        tombstones = self.subject_eraser(request.subject_id, points) if self.subject_eraser else 0
+        await self._storage(self.store.delete, sel)
+        left = await self._storage(self.store.count, sel)
+        if left:
+            raise Unavailable(f"{left} points of the subject are still stored after the delete; retry")
+        events = sum(1 for p in points if p.measurement == CONFIG_EVENT_MEASUREMENT)
+        return clmc_pb2.DeleteDataSubjectResponse(
+            points_deleted=len(points) - events,
+            events_deleted=events,
+            kafka_tombstones=tombstones,
+            verified_backends=[self.store.name],
+        )
+
+    async def GetInformationModel(
+        self, request: clmc_pb2.GetInformationModelRequest, context: Any
+    ) -> clmc_pb2.GetInformationModelResponse:
+        return clmc_pb2.GetInformationModelResponse(model=information_model())
