@@ -8,7 +8,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from clmc.ingest import Limits
-from clmc.servicer import ClmcServicer
+from clmc.kpi_engine import KpiEngine
+from clmc.kpi_state import ClmcState
+from clmc.servicer import ClmcServicer, wall_clock_ns
 from clmc.storage.base import MetricStore
 from clmc.storage.embedded import EmbeddedStore
 from clmc.storage.influx import InfluxStore
@@ -35,6 +37,8 @@ class Settings(BaseModel):
     influx_retry_s: float = Field(default=10.0, gt=0)
     #: Most points accepted in one batch.
     max_points_per_batch: int = Field(default=200_000, gt=0)
+    #: How often every KPI is evaluated (also right after new points of a watched measurement), seconds.
+    kpi_interval_s: float = Field(default=1.0, gt=0)
     #: How far in the future a point's time may be (clock skew allowance), seconds.
     max_future_s: float = Field(default=3600.0, gt=0)
 
@@ -67,11 +71,24 @@ def build(ctx: ServiceContext) -> ServiceSpec:
     settings: Settings = ctx.settings if isinstance(ctx.settings, Settings) else Settings()
     store = open_store(settings, Path(ctx.state_dir))
     limits = Limits(settings.max_points_per_batch, int(settings.max_future_s * 1e9))
-    servicer = ClmcServicer(store, limits)  # type: ignore[abstract]  # KPI RPCs: see clmc.kpi
+    state = ClmcState(Path(ctx.state_dir) / "clmc_state.sqlite")
+    engine = KpiEngine(store, state, wall_clock_ns, settings.kpi_interval_s)
+    servicer = ClmcServicer(store, limits, engine=engine, state=state)
+
+    async def on_start() -> None:
+        engine.started_ns = wall_clock_ns()
+        await engine.start()
 
     async def on_stop() -> None:
+        await engine.stop()
+        state.close()
         store.close()
 
     return ServiceSpec(
-        "flame.clmc.v1.ClmcService", servicer, clmc_pb2_grpc.add_ClmcServiceServicer_to_server, ACCESS, on_stop=on_stop
+        "flame.clmc.v1.ClmcService",
+        servicer,
+        clmc_pb2_grpc.add_ClmcServiceServicer_to_server,
+        ACCESS,
+        on_start=on_start,
+        on_stop=on_stop,
     )

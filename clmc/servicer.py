@@ -11,12 +11,22 @@ from typing import Any
 
 from clmc import analytics
 from clmc.ingest import CONFIG_EVENT_MEASUREMENT, Limits, convert_batch, convert_events, to_config_event, to_measurement
+from clmc.kpi_engine import KpiEngine
+from clmc.kpi_rules import spec_from_proto, spec_to_proto
+from clmc.kpi_state import ClmcState, subject_digest
 from clmc.model import SUBJECT_TAG, information_model
 from clmc.storage.base import MetricStore, Selection, SeriesData, StorageError
 from clmc.viewpoint import Viewpoint, viewpoint_of, with_time
-from flame_control.api.flame.clmc.v1 import clmc_pb2, clmc_pb2_grpc
+from flame_control.api.flame.clmc.v1 import clmc_pb2, clmc_pb2_grpc, kpi_pb2
 from flame_control.runtime.auth import principal_from_context
-from flame_control.runtime.errors import PermissionDenied, Unavailable, Violations
+from flame_control.runtime.errors import (
+    FailedPrecondition,
+    NotFound,
+    PermissionDenied,
+    PreconditionViolation,
+    Unavailable,
+    Violations,
+)
 from flame_control.runtime.service import Role
 
 log = logging.getLogger("flame.clmc")
@@ -41,13 +51,19 @@ class ClmcServicer(clmc_pb2_grpc.ClmcServiceServicer):
         limits: Limits | None = None,
         clock_ns: Callable[[], int] = wall_clock_ns,
         subject_eraser: SubjectEraser | None = None,
+        engine: KpiEngine | None = None,
+        state: ClmcState | None = None,
     ) -> None:
         self.store = store
         self.limits = limits or Limits()
         self.clock_ns = clock_ns
         self.subject_eraser = subject_eraser
         self.stored_hooks: list[StoredHook] = []
-        self.erased_subjects: set[str] = set()
+        self.engine = engine
+        self.state = state
+        self.erased_subjects: set[str] = state.erased_subjects() if state else set()
+        if engine is not None:
+            self.stored_hooks.append(engine.on_stored)
 
     def view(self, context: Any) -> Viewpoint:
         """The caller's viewpoint."""
@@ -63,11 +79,14 @@ class ClmcServicer(clmc_pb2_grpc.ClmcServiceServicer):
     async def store_batch(self, batch: list[SeriesData]) -> int:
         """Write converted points (dropping points of erased subjects) and run the stored hooks."""
         if self.erased_subjects:
-            batch = [s for s in batch if dict(s.tags).get(SUBJECT_TAG) not in self.erased_subjects]
+            batch = [s for s in batch if not self._erased(dict(s.tags).get(SUBJECT_TAG))]
         n: int = await self._storage(self.store.write, batch)
         for hook in self.stored_hooks:
             hook(batch)
         return n
+
+    def _erased(self, subject: str | None) -> bool:
+        return subject is not None and subject_digest(subject) in self.erased_subjects
 
     # --- ingest (CLMC-3, 4, 5, 8, 9) ---------------------------------------------------------------------------
     async def PublishMeasurements(
@@ -167,7 +186,10 @@ class ClmcServicer(clmc_pb2_grpc.ClmcServiceServicer):
     ) -> clmc_pb2.DeleteDataSubjectResponse:
         self._require_subject_access(context)
         sel = self._subject(request.subject_id)
-        self.erased_subjects.add(request.subject_id)  # late arrivals (e.g. Kafka redelivery) are dropped from now on
+        # Late arrivals (e.g. Kafka redelivery) are dropped from now on; remembered by digest across restarts.
+        self.erased_subjects.add(subject_digest(request.subject_id))
+        if self.state is not None:
+            await asyncio.to_thread(self.state.add_erased_subject, request.subject_id)
         points, _ = await self._storage(self.store.query, sel, (), 10_000_000)
         tombstones = self.subject_eraser(request.subject_id, points) if self.subject_eraser else 0
         await self._storage(self.store.delete, sel)
@@ -181,6 +203,75 @@ class ClmcServicer(clmc_pb2_grpc.ClmcServiceServicer):
             kafka_tombstones=tombstones,
             verified_backends=[self.store.name],
         )
+
+    # --- KPIs (CLMC-19..22) -------------------------------------------------------------------------------------
+    def _engine(self) -> KpiEngine:
+        if self.engine is None:
+            raise FailedPrecondition([PreconditionViolation("STATE", "kpi", "KPI engine not configured")])
+        return self.engine
+
+    async def DefineKpi(self, request: clmc_pb2.DefineKpiRequest, context: Any) -> clmc_pb2.DefineKpiResponse:
+        spec = spec_from_proto(request.kpi)
+        self.view(context).check_service(spec.media_service)
+        await asyncio.to_thread(self._engine().define, spec)
+        return clmc_pb2.DefineKpiResponse(kpi=spec_to_proto(spec))
+
+    async def ListKpis(self, request: clmc_pb2.ListKpisRequest, context: Any) -> clmc_pb2.ListKpisResponse:
+        view, engine = self.view(context), self._engine()
+        if request.media_service:
+            view.check_service(request.media_service)
+        resp = clmc_pb2.ListKpisResponse()
+        for key, spec in sorted(engine.specs.items()):
+            if not view.may_see_service(spec.media_service) or request.media_service not in ("", spec.media_service):
+                continue
+            status = resp.kpis.add(kpi=spec_to_proto(spec))
+            alerts = await asyncio.to_thread(engine.state.alerts, key)
+            for group, st in sorted(alerts.items()):
+                if st.firing:
+                    status.firing.add(
+                        kpi=spec.name,
+                        media_service=spec.media_service,
+                        state=kpi_pb2.KPI_STATE_FIRING,
+                        value=st.value,
+                        group=dict(group),
+                    )
+        return resp
+
+    async def DeleteKpi(self, request: clmc_pb2.DeleteKpiRequest, context: Any) -> clmc_pb2.DeleteKpiResponse:
+        v = Violations()
+        v.check(bool(request.media_service), "media_service", "required")
+        v.check(bool(request.name), "name", "required")
+        v.raise_if_any()
+        self.view(context).check_service(request.media_service)
+        if not await asyncio.to_thread(self._engine().delete, (request.media_service, request.name)):
+            raise NotFound("kpi", f"{request.media_service}/{request.name}")
+        return clmc_pb2.DeleteKpiResponse()
+
+    async def SubscribeKpiEvents(
+        self, request: clmc_pb2.SubscribeKpiEventsRequest, context: Any
+    ) -> AsyncIterator[clmc_pb2.SubscribeKpiEventsResponse]:
+        view, engine = self.view(context), self._engine()
+        if request.media_service:
+            view.check_service(request.media_service)
+
+        def wanted(e: kpi_pb2.KpiEvent) -> bool:
+            return view.may_see_service(e.media_service) and request.media_service in ("", e.media_service)
+
+        queue: asyncio.Queue[kpi_pb2.KpiEvent] = asyncio.Queue()
+        engine.subscribers.add(queue)  # subscribe before replaying, then skip what the replay already sent
+        try:
+            last = request.after_sequence
+            if request.after_sequence:
+                for e in await asyncio.to_thread(engine.state.events_after, request.after_sequence):
+                    last = e.sequence
+                    if wanted(e):
+                        yield clmc_pb2.SubscribeKpiEventsResponse(event=e)
+            while True:
+                e = await queue.get()
+                if e.sequence > last and wanted(e):
+                    yield clmc_pb2.SubscribeKpiEventsResponse(event=e)
+        finally:
+            engine.subscribers.discard(queue)
 
     async def GetInformationModel(
         self, request: clmc_pb2.GetInformationModelRequest, context: Any

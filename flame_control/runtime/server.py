@@ -62,13 +62,28 @@ class _TokenClientInterceptor(
         return await continuation(self._details(details), request_iterator)
 
 
+_CALL_KINDS: tuple[type, ...] = (
+    grpc.aio.UnaryUnaryClientInterceptor,
+    grpc.aio.UnaryStreamClientInterceptor,
+    grpc.aio.StreamUnaryClientInterceptor,
+    grpc.aio.StreamStreamClientInterceptor,
+)
+
+
+def _token_interceptor(kind: type, token: str) -> Any:
+    """A token interceptor registered for exactly one call kind."""
+    cls = type(f"_Token{kind.__name__}", (kind,), dict(_TokenClientInterceptor.__dict__))
+    return cls(token)
+
+
 def open_channel(config: FlameConfig, target: str, token: str | None = None) -> grpc.aio.Channel:
     """A channel to a FLAME service with the configured TLS, token and retry policy."""
     options = [("grpc.service_config", _RETRY_SERVICE_CONFIG), ("grpc.enable_retries", 1)]
     creds = auth.channel_credentials(config.tls, token)
     if creds is not None:
         return grpc.aio.secure_channel(target, creds, options=options)
-    interceptors: Any = [_TokenClientInterceptor(token)] if token else None
+    # grpc.aio files an interceptor under the first call kind it implements only, so one instance per kind.
+    interceptors: Any = [_token_interceptor(kind, token) for kind in _CALL_KINDS] if token else None
     return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
 
 

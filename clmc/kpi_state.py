@@ -1,0 +1,132 @@
+"""Durable CLMC state (SQLite file in the service's state dir): KPI definitions, alert state per group, the retained
+KPI event log with its sequence numbers, and erased data subjects. Survives restarts, so alerts are neither lost nor
+re-raised, and subscribers resume by sequence number."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from pathlib import Path
+
+from clmc.kpi import GroupState, KpiSpec
+from clmc.kpi_rules import spec_from_proto, spec_to_proto
+from clmc.storage.base import TagTuple
+from flame_control.api.flame.clmc.v1 import kpi_pb2
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kpis (media_service TEXT, name TEXT, definition BLOB, PRIMARY KEY (media_service, name));
+CREATE TABLE IF NOT EXISTS alerts (
+  media_service TEXT, name TEXT, grp TEXT, firing INTEGER, pending_since INTEGER, last_seen INTEGER, value REAL,
+  PRIMARY KEY (media_service, name, grp));
+CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, media_service TEXT, event BLOB);
+CREATE TABLE IF NOT EXISTS erased_subjects (subject TEXT PRIMARY KEY);
+"""
+
+
+def subject_digest(subject: str) -> str:
+    """SHA-256 hex digest of a data subject id."""
+    return hashlib.sha256(subject.encode()).hexdigest()
+
+
+class ClmcState:
+    """Thread-safe access to the state file."""
+
+    def __init__(self, path: Path, retained_events: int = 10_000) -> None:
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA secure_delete=ON")
+        self._db.executescript(_SCHEMA)
+        self._retained = retained_events
+
+    def kpis(self) -> list[KpiSpec]:
+        """Every stored KPI."""
+        with self._lock:
+            rows = self._db.execute("SELECT definition FROM kpis ORDER BY media_service, name").fetchall()
+        return [spec_from_proto(kpi_pb2.KpiDefinition.FromString(r[0])) for r in rows]
+
+    def put_kpi(self, spec: KpiSpec) -> None:
+        """Insert or replace a KPI; a replaced KPI starts with fresh alert state."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.execute("DELETE FROM alerts WHERE media_service = ? AND name = ?", spec.key)
+            self._db.execute(
+                "INSERT OR REPLACE INTO kpis VALUES (?, ?, ?)", (*spec.key, spec_to_proto(spec).SerializeToString())
+            )
+            self._db.execute("COMMIT")
+
+    def delete_kpi(self, key: tuple[str, str]) -> bool:
+        """Delete a KPI and its alert state; False when it did not exist."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            n = self._db.execute("DELETE FROM kpis WHERE media_service = ? AND name = ?", key).rowcount
+            self._db.execute("DELETE FROM alerts WHERE media_service = ? AND name = ?", key)
+            self._db.execute("COMMIT")
+        return n > 0
+
+    def alerts(self, key: tuple[str, str]) -> dict[TagTuple, GroupState]:
+        """Alert state of every group of a KPI."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT grp, firing, pending_since, last_seen, value FROM alerts WHERE media_service = ? AND name = ?",
+                key,
+            ).fetchall()
+        return {
+            tuple((k, v) for k, v in json.loads(g)): GroupState(bool(f), p, s, float("nan") if val is None else val)
+            for g, f, p, s, val in rows
+        }
+
+    def save(
+        self, key: tuple[str, str], states: dict[TagTuple, GroupState], events: list[kpi_pb2.KpiEvent]
+    ) -> list[kpi_pb2.KpiEvent]:
+        """Atomically store a KPI's new alert states and append its events; returns events with sequence numbers.
+        Does nothing when the KPI was deleted meanwhile."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            if self._db.execute("SELECT 1 FROM kpis WHERE media_service = ? AND name = ?", key).fetchone() is None:
+                self._db.execute("ROLLBACK")
+                return []
+            self._db.execute("DELETE FROM alerts WHERE media_service = ? AND name = ?", key)
+            self._db.executemany(
+                "INSERT INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (*key, json.dumps(g), int(s.firing), s.pending_since_ns, s.last_seen_ns, s.value)
+                    for g, s in states.items()
+                ],
+            )
+            out = []
+            for e in events:
+                cur = self._db.execute("INSERT INTO events (media_service, event) VALUES (?, ?)", (key[0], b""))
+                seq = int(cur.lastrowid or 0)
+                numbered = kpi_pb2.KpiEvent()
+                numbered.CopyFrom(e)
+                numbered.sequence = seq
+                self._db.execute("UPDATE events SET event = ? WHERE seq = ?", (numbered.SerializeToString(), seq))
+                out.append(numbered)
+            self._db.execute("DELETE FROM events WHERE seq <= (SELECT MAX(seq) FROM events) - ?", (self._retained,))
+            self._db.execute("COMMIT")
+        return out
+
+    def events_after(self, sequence: int) -> list[kpi_pb2.KpiEvent]:
+        """Retained events with a larger sequence number, in order."""
+        with self._lock:
+            rows = self._db.execute("SELECT event FROM events WHERE seq > ? ORDER BY seq", (sequence,)).fetchall()
+        return [kpi_pb2.KpiEvent.FromString(r[0]) for r in rows]
+
+    def erased_subjects(self) -> set[str]:
+        """SHA-256 digests of the data subjects erased so far (their late-arriving points are dropped); only
+        digests are kept, so the suppression list itself holds no subject id."""
+        with self._lock:
+            return {r[0] for r in self._db.execute("SELECT subject FROM erased_subjects")}
+
+    def add_erased_subject(self, subject: str) -> None:
+        """Remember an erased subject (by digest)."""
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO erased_subjects VALUES (?)", (subject_digest(subject),))
+
+    def close(self) -> None:
+        """Close the file."""
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,85 @@
+"""KPIs in real time over gRPC (CLMC-19, CLMC-22): define, publish a breaching point, the FIRING event arrives on
+SubscribeKpiEvents; after a CLMC restart on the same state dir the KPI is still firing, events replay by sequence,
+and the alert clears on good data."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from flame_control.api.flame.clmc.v1 import clmc_pb2, clmc_pb2_grpc, kpi_pb2
+from flame_control.runtime.testing import channel, running_server
+from tests.integration.clmc.helpers import clmc_spec, point, publish
+
+
+def latency_kpi() -> kpi_pb2.KpiDefinition:
+    d = kpi_pb2.KpiDefinition(
+        name="latency",
+        media_service="svc-a",
+        kind=kpi_pb2.KPI_KIND_THRESHOLD,
+        measurement="nap_http",
+        field="latency_ms",
+        comparison=kpi_pb2.COMPARISON_GREATER,
+        threshold=100,
+        clear_threshold=50,
+        group_by=["flame_location"],
+    )
+    d.window.FromSeconds(30)
+    return d
+
+
+async def next_event(stream: object, timeout: float = 10.0) -> kpi_pb2.KpiEvent:
+    resp = await asyncio.wait_for(stream.read(), timeout)  # type: ignore[attr-defined]
+    return resp.event
+
+
+def test_clmc22_kpi_event_in_real_time_and_alert_state_survives_restart(tmp_path: Path) -> None:
+    tags = {"flame_location": "bristol", "flame_sfc": "svc-a"}
+
+    async def scenario() -> None:
+        async with running_server(clmc_spec(tmp_path, kpi_interval_s=0.5)) as target, channel(target) as ch:
+            stub = clmc_pb2_grpc.ClmcServiceStub(ch)
+            await stub.DefineKpi(clmc_pb2.DefineKpiRequest(request_id="k1", kpi=latency_kpi()))
+            stream = stub.SubscribeKpiEvents(clmc_pb2.SubscribeKpiEventsRequest(media_service="svc-a"))
+            await asyncio.sleep(0.3)
+            sent = time.monotonic()
+            await publish(
+                stub,
+                clmc_pb2.PublishMeasurementsRequest(points=[point("nap_http", time.time_ns(), tags, latency_ms=250.0)]),
+            )
+            event = await next_event(stream)
+            assert time.monotonic() - sent < 5
+            assert event.state == kpi_pb2.KPI_STATE_FIRING and event.value == 250.0
+            assert dict(event.group) == {"flame_location": "bristol"} and event.sequence >= 1
+            first_seq = event.sequence
+            stream.cancel()
+            with pytest.raises(grpc.aio.AioRpcError) as exc:
+                await stub.DeleteKpi(clmc_pb2.DeleteKpiRequest(request_id="d0", media_service="svc-a", name="nope"))
+            assert exc.value.code() == grpc.StatusCode.NOT_FOUND
+
+        # Restart: a new CLMC on the same state dir.
+        async with running_server(clmc_spec(tmp_path, kpi_interval_s=0.5)) as target, channel(target) as ch:
+            stub = clmc_pb2_grpc.ClmcServiceStub(ch)
+            (status,) = (await stub.ListKpis(clmc_pb2.ListKpisRequest())).kpis
+            assert status.kpi.name == "latency"
+            assert [dict(f.group) for f in status.firing] == [{"flame_location": "bristol"}]
+            await publish(
+                stub,
+                clmc_pb2.PublishMeasurementsRequest(
+                    points=[point("nap_http", time.time_ns() + 1000, tags, latency_ms=10.0)]
+                ),
+            )
+            await asyncio.sleep(0.2)
+            # Resume after the last event seen before the restart: the CLEARED event comes (replayed or live), once.
+            replay = stub.SubscribeKpiEvents(clmc_pb2.SubscribeKpiEventsRequest(after_sequence=first_seq))
+            cleared = await next_event(replay)
+            assert cleared.state == kpi_pb2.KPI_STATE_CLEARED and cleared.sequence == first_seq + 1
+            replay.cancel()
+            await stub.DeleteKpi(clmc_pb2.DeleteKpiRequest(request_id="d1", media_service="svc-a", name="latency"))
+            assert len((await stub.ListKpis(clmc_pb2.ListKpisRequest())).kpis) == 0
+
+    asyncio.run(scenario())
