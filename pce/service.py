@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 from google.rpc import status_pb2
@@ -23,7 +23,6 @@ from pce import topology as topolib
 from pce.core import PceCore
 from pce.registry import Registration, check_fqdn
 from pce.sessions import SessionTable
-from pce.switch.pipeline import SwitchConfig, flows_for
 
 log = logging.getLogger("flame.pce")
 
@@ -50,16 +49,22 @@ class Settings(BaseModel):
     topology_file: Path | None = None
     #: FQDN registrations from configuration (SFR-10): list of {fqdn, nap_id, owner}.
     registrations: list[dict[str, str]] = []
-    #: Switch driver: "none" (compute only), later "emulated" or "osken".
-    fabric: str = "none"
+    #: Switch driver: "none" (compute only) or "osken" (OpenFlow 1.3 into real switches through os-ken).
+    fabric: Literal["none", "osken"] = "none"
+    #: Where the os-ken OpenFlow controller listens (fabric "osken").
+    openflow_host: str = "127.0.0.1"
+    openflow_port: int = 6653
 
 
 class PceServicer(pce_pb2_grpc.PceServiceServicer):
     """PceService: validates requests, calls the core, pushes changed views to NAP sessions."""
 
-    def __init__(self, core: PceCore, clock: Any = time.monotonic, wall: Any = time.time) -> None:
+    def __init__(self, core: PceCore, clock: Any = time.monotonic, wall: Any = time.time, driver: Any = None) -> None:
         self.core = core
         self.wall = wall
+        #: Switch driver (OskenDriver) or None when the PCE only computes.
+        self.driver = driver
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.sessions: SessionTable[Any] = SessionTable(clock)
         self.queues: dict[str, asyncio.Queue[nap_session_pb2.NapSessionResponse | None]] = {}
         self.lock = asyncio.Lock()
@@ -77,12 +82,50 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
                 queue.put_nowait(convert.snapshot(version, view))
                 log.info("snapshot pushed", extra={"fields": {"nap": nap, "version": version}})
 
+    # -- switch programming ---------------------------------------------------------------------------------------
+    async def program(self) -> None:
+        """Push the desired rules of every switch to the driver (diff-based; returns after the barriers)."""
+        if self.driver is None:
+            return
+        by_dpid = {self.core.topology.nodes[n].dpid: rules for n, rules in self.core.switch_rules().items()}
+        await asyncio.to_thread(self.driver.apply, by_dpid)
+
+    async def start_driver(self) -> None:
+        """on_start hook: start the OpenFlow controller and program the switches once they connect."""
+        if self.driver is None:
+            return
+        self.loop = asyncio.get_running_loop()
+        self.driver.set_port_status_handler(self._port_status_from_thread)
+        await asyncio.to_thread(self.driver.start)
+        await self.program()
+
+    def _port_status_from_thread(self, dpid: int, port: int, up: bool) -> None:
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self.port_status(dpid, port, up)))
+
+    async def port_status(self, dpid: int, port: int, up: bool) -> None:
+        """A switch reported a port change: the link on that port goes down/up (SFR-13)."""
+        switch = next((n for n in self.core.topology.switches() if n.dpid == dpid), None)
+        if switch is None:
+            return
+        link = next((lk for lk in self.core.topology.links.values() if (switch.id, port) in (lk.a, lk.b)), None)
+        if link is None or link.down == (not up):
+            return
+        async with self.lock:
+            affected = self.core.set_link_state(link.id, up)
+            self.push(affected)
+        log.info(
+            "link state from switch", extra={"fields": {"link": link.id, "up": up, "affected_naps": len(affected)}}
+        )
+        await self.program()
+
     # -- topology -------------------------------------------------------------------------------------------------
     async def ApplyTopology(self, request: pce_pb2.ApplyTopologyRequest, context: Any) -> pce_pb2.ApplyTopologyResponse:
         topo = topolib.from_proto(request.topology)
         async with self.lock:
             affected = self.core.apply_topology(topo)
             self.push(affected)
+        await self.program()
         return pce_pb2.ApplyTopologyResponse(version=self.core.version, affected_naps=len(affected))
 
     async def UpdateLinkState(
@@ -93,6 +136,7 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
         async with self.lock:
             affected = self.core.set_link_state(request.link_id, request.up)
             self.push(affected)
+        await self.program()
         return pce_pb2.UpdateLinkStateResponse(version=self.core.version, affected_nap_ids=sorted(affected))
 
     async def GetTopology(self, request: pce_pb2.GetTopologyRequest, context: Any) -> pce_pb2.GetTopologyResponse:
@@ -171,18 +215,21 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
 
     # -- switches -------------------------------------------------------------------------------------------------
     async def ListSwitches(self, request: pce_pb2.ListSwitchesRequest, context: Any) -> pce_pb2.ListSwitchesResponse:
-        ports = self.core.switch_ports()
+        rules = self.core.switch_rules()
+        connected = self.driver.connected() if self.driver is not None else {}
+        kind = self.driver.kind if self.driver is not None else "none"
         reply = pce_pb2.ListSwitchesResponse()
         for sw in self.core.topology.switches():
-            rules = flows_for(SwitchConfig(sw.dpid, ports[sw.dpid]))
-            reply.switches.add(node_id=sw.id, dpid=sw.dpid, connected=False, flow_count=len(rules), driver="none")
+            reply.switches.add(
+                node_id=sw.id, dpid=sw.dpid, connected=sw.dpid in connected, flow_count=len(rules[sw.id]), driver=kind
+            )
         return reply
 
     async def ListFlows(self, request: pce_pb2.ListFlowsRequest, context: Any) -> pce_pb2.ListFlowsResponse:
         node = self.core.topology.nodes.get(request.node_id)
         if node is None or node.kind != "switch":
             raise InvalidArgument([FieldViolation("node_id", f"{request.node_id!r} is not a switch of the topology")])
-        rules = flows_for(SwitchConfig(node.dpid, self.core.switch_ports()[node.dpid]))
+        rules = self.core.switch_rules()[node.id]
         reply = pce_pb2.ListFlowsResponse()
         for r in rules:
             reply.flows.add(
@@ -335,5 +382,16 @@ def build(ctx: ServiceContext) -> ServiceSpec:
         core.register(
             Registration(fqdn, entry.get("nap_id", ""), entry.get("owner", "config"), "", "config", time.time())
         )
-    servicer = PceServicer(core)
-    return ServiceSpec("flame.pce.v1.PceService", servicer, pce_pb2_grpc.add_PceServiceServicer_to_server, ACCESS)
+    driver = None
+    if settings.fabric == "osken":
+        from pce.switch.osken_driver import OskenDriver
+
+        driver = OskenDriver(settings.openflow_host, settings.openflow_port)
+    servicer = PceServicer(core, driver=driver)
+    return ServiceSpec(
+        "flame.pce.v1.PceService",
+        servicer,
+        pce_pb2_grpc.add_PceServiceServicer_to_server,
+        ACCESS,
+        on_start=servicer.start_driver,
+    )
