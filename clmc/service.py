@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from clmc.ingest import Limits
+from clmc.kafka_bus import (
+    KafkaEventSink,
+    KafkaIngestor,
+    MeasurementProducer,
+    Topics,
+    ensure_topics,
+    subject_tombstones,
+)
 from clmc.kpi_engine import KpiEngine
 from clmc.kpi_state import ClmcState
 from clmc.servicer import ClmcServicer, wall_clock_ns
-from clmc.storage.base import MetricStore
+from clmc.storage.base import MetricStore, SeriesData
 from clmc.storage.embedded import EmbeddedStore
 from clmc.storage.influx import InfluxStore
 from flame_control.api.flame.clmc.v1 import clmc_pb2_grpc
@@ -39,6 +48,16 @@ class Settings(BaseModel):
     max_points_per_batch: int = Field(default=200_000, gt=0)
     #: How often every KPI is evaluated (also right after new points of a watched measurement), seconds.
     kpi_interval_s: float = Field(default=1.0, gt=0)
+    #: Kafka bootstrap servers ("host:port,..."); empty = no Kafka (gRPC ingest only).
+    kafka_bootstrap: str = ""
+    #: Consumer group of the CLMC's Kafka ingest.
+    kafka_group: str = "flame-clmc"
+    #: Topic of measurement batches without personal data.
+    kafka_measurements_topic: str = "clmc.measurements"
+    #: Compacted topic of points carrying a data-subject tag (keyed by point identity, tombstoned on erasure).
+    kafka_subject_topic: str = "clmc.subject-points"
+    #: Topic KPI events are published to.
+    kafka_kpi_topic: str = "clmc.kpi-events"
     #: How far in the future a point's time may be (clock skew allowance), seconds.
     max_future_s: float = Field(default=3600.0, gt=0)
 
@@ -66,6 +85,40 @@ ACCESS = AccessRules(
 )
 
 
+class KafkaWiring:
+    """Kafka ingest (consumer thread storing through the servicer), KPI events and subject tombstones."""
+
+    def __init__(self, settings: Settings, servicer: ClmcServicer, engine: KpiEngine, limits: Limits) -> None:
+        self.settings = settings
+        self.servicer = servicer
+        self.limits = limits
+        self.topics = Topics(settings.kafka_measurements_topic, settings.kafka_subject_topic, settings.kafka_kpi_topic)
+        self.producer = MeasurementProducer(settings.kafka_bootstrap, self.topics)
+        self.sink = KafkaEventSink(settings.kafka_bootstrap, self.topics)
+        engine.sinks.append(self.sink)
+        servicer.subject_eraser = lambda subject, points: subject_tombstones(self.producer, points)
+        self.ingestor: KafkaIngestor | None = None
+
+    async def start(self) -> None:
+        """Create topics and start consuming."""
+        loop = asyncio.get_running_loop()
+
+        def store(batch: list[SeriesData]) -> int:
+            return asyncio.run_coroutine_threadsafe(self.servicer.store_batch(batch), loop).result()
+
+        await asyncio.to_thread(ensure_topics, self.settings.kafka_bootstrap, self.topics)
+        self.ingestor = KafkaIngestor(
+            self.settings.kafka_bootstrap, self.settings.kafka_group, store, self.topics, self.limits
+        )
+        self.ingestor.start()
+
+    async def stop(self) -> None:
+        """Stop consuming and flush KPI events."""
+        if self.ingestor is not None:
+            await asyncio.to_thread(self.ingestor.close)
+        await asyncio.to_thread(self.sink.flush)
+
+
 def build(ctx: ServiceContext) -> ServiceSpec:
     """The CLMC service for the runtime."""
     settings: Settings = ctx.settings if isinstance(ctx.settings, Settings) else Settings()
@@ -74,12 +127,17 @@ def build(ctx: ServiceContext) -> ServiceSpec:
     state = ClmcState(Path(ctx.state_dir) / "clmc_state.sqlite")
     engine = KpiEngine(store, state, wall_clock_ns, settings.kpi_interval_s)
     servicer = ClmcServicer(store, limits, engine=engine, state=state)
+    kafka = KafkaWiring(settings, servicer, engine, limits) if settings.kafka_bootstrap else None
 
     async def on_start() -> None:
         engine.started_ns = wall_clock_ns()
         await engine.start()
+        if kafka is not None:
+            await kafka.start()
 
     async def on_stop() -> None:
+        if kafka is not None:
+            await kafka.stop()
         await engine.stop()
         state.close()
         store.close()

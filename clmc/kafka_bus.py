@@ -1,0 +1,272 @@
+"""Kafka transport of the CLMC (CLMC-3, CLMC-22, CLMC-26) with confluent-kafka.
+
+- :class:`MeasurementProducer` (components and the CLMC use it): idempotent producer (``enable.idempotence``,
+  ``acks=all``); a batch without personal data goes to the measurements topic as one message (a serialized
+  ``PublishMeasurementsRequest``); points carrying the data-subject tag go one per message to a *compacted* topic,
+  keyed by the point's identity, so erasing a subject can tombstone every one of its messages.
+- :class:`KafkaIngestor`: consumer group reading both topics, at-least-once: offsets are committed only after the
+  points are stored; a crash between store and commit redelivers, and storage dedups by point identity (measurement,
+  tags, time), so no point is ever stored twice. Invalid messages are logged and counted, never block the partition.
+- :class:`KafkaEventSink`: KPI events to a topic, keyed by media service and KPI.
+- :func:`subject_tombstones`: tombstones (null values) for every stored point of an erased subject.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from clmc.ingest import Limits, convert_batch
+from clmc.model import SUBJECT_TAG
+from clmc.storage.base import SeriesData, StoredPoint, canonical_tags
+from flame_control.api.flame.clmc.v1 import clmc_pb2, kpi_pb2, model_pb2
+from flame_control.runtime.errors import DomainError
+
+log = logging.getLogger("flame.clmc.kafka")
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic names."""
+
+    measurements: str = "clmc.measurements"
+    subject_points: str = "clmc.subject-points"
+    kpi_events: str = "clmc.kpi-events"
+
+
+def ensure_topics(bootstrap: str, topics: Topics, partitions: int = 1, timeout: float = 10.0) -> None:
+    """Create the topics if missing (the subject topic compacted)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    wanted = [
+        NewTopic(topics.measurements, partitions, 1),
+        NewTopic(topics.subject_points, partitions, 1, config={"cleanup.policy": "compact"}),
+        NewTopic(topics.kpi_events, partitions, 1),
+    ]
+    futures = admin.create_topics([t for t in wanted if t.topic not in existing])
+    for name, fut in futures.items():
+        try:
+            fut.result(timeout)
+        except Exception as exc:  # created concurrently by another process is fine
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise
+        log.info("created topic %s", name)
+
+
+def point_key(measurement: str, tags: Iterable[tuple[str, str]], time_ns: int) -> bytes:
+    """The identity of a point as a Kafka key (the same identity storage dedups on)."""
+    return f"{measurement}|{'|'.join(f'{k}={v}' for k, v in tags)}|{time_ns}".encode()
+
+
+def producer_config(bootstrap: str) -> dict[str, Any]:
+    """An idempotent producer; librdkafka retries a message for 15 s, then MeasurementProducer re-sends it."""
+    return {
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "message.timeout.ms": 15_000,
+        "compression.type": "none",
+    }
+
+
+class MeasurementProducer:
+    """Publishes measurement batches to Kafka (see module doc for the topic layout)."""
+
+    def __init__(self, bootstrap: str, topics: Topics = Topics()) -> None:
+        self.topics = topics
+        self._bootstrap = bootstrap
+        self._producer = Producer(producer_config(bootstrap))
+        self._undelivered: list[tuple[str, bytes | None, bytes | None]] = []
+        self.resent = 0
+
+    def _delivered(self, err: KafkaError | None, msg: Any) -> None:
+        if err is not None:
+            # Kept for re-sending by flush(): a duplicate is harmless, consumers dedup by point identity.
+            log.warning("kafka delivery failed (%s); will re-send", err)
+            self._undelivered.append((str(msg.topic()), msg.key(), msg.value()))
+
+    def publish(self, req: clmc_pb2.PublishMeasurementsRequest) -> int:
+        """Queue a batch; returns Kafka messages queued. Delivery errors are kept in ``failed`` (see flush)."""
+        plain = clmc_pb2.PublishMeasurementsRequest()
+        queued = 0
+        for m in req.points:
+            if SUBJECT_TAG in m.tags:
+                key = point_key(m.name, canonical_tags(m.tags), m.time.ToNanoseconds())
+                one = clmc_pb2.PublishMeasurementsRequest(points=[m])
+                self._produce(self.topics.subject_points, key, one.SerializeToString())
+                queued += 1
+            else:
+                plain.points.append(m)
+        for s in req.series:
+            if SUBJECT_TAG in s.tags:
+                for i, t in enumerate(s.times_unix_nano):
+                    one_series = model_pb2.SeriesBatch(name=s.name, tags=s.tags, times_unix_nano=[t])
+                    for col in s.columns:
+                        one_series.columns.add(field=col.field, values=[col.values[i]])
+                    key = point_key(s.name, canonical_tags(s.tags), t)
+                    msg = clmc_pb2.PublishMeasurementsRequest(series=[one_series])
+                    self._produce(self.topics.subject_points, key, msg.SerializeToString())
+                    queued += 1
+            else:
+                plain.series.append(s)
+        if plain.points or plain.series:
+            self._produce(self.topics.measurements, None, plain.SerializeToString())
+            queued += 1
+        return queued
+
+    def _produce(self, topic: str, key: bytes | None, value: bytes | None) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, key=key, value=value, on_delivery=self._delivered)
+                self._producer.poll(0)
+                return
+            except BufferError:  # local queue full: wait for deliveries
+                self._producer.poll(0.1)
+
+    def tombstone(self, key: bytes) -> None:
+        """Queue a tombstone on the subject topic."""
+        self._produce(self.topics.subject_points, key, None)
+
+    def flush(self, timeout: float = 60.0) -> None:
+        """Wait until every message is delivered, re-sending failed ones on a fresh producer (a broker that lost its
+        state, e.g. after a restart, no longer knows the idempotent producer id); raises RuntimeError at timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = self._producer.flush(max(0.0, min(5.0, deadline - time.monotonic())))
+            if left == 0 and not self._undelivered:
+                return
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"{left + len(self._undelivered)} messages undelivered after {timeout:.0f} s")
+            if self._undelivered and left == 0:
+                retry, self._undelivered = self._undelivered, []
+                self._producer = Producer(producer_config(self._bootstrap))
+                for topic, key, value in retry:
+                    self._produce(topic, key, value)
+                self.resent += len(retry)
+
+
+def subject_tombstones(producer: MeasurementProducer, points: list[StoredPoint]) -> int:
+    """Tombstone every subject-topic message of the given (stored) points; returns tombstones written."""
+    for p in points:
+        producer.tombstone(point_key(p.measurement, canonical_tags(p.tags), p.time_ns))
+    producer.flush()
+    return len(points)
+
+
+class KafkaEventSink:
+    """KPI events to the KPI topic (serialized KpiEvent, key ``media_service/kpi``)."""
+
+    def __init__(self, bootstrap: str, topics: Topics = Topics()) -> None:
+        self._producer = Producer(producer_config(bootstrap))
+        self._topic = topics.kpi_events
+
+    def __call__(self, event: kpi_pb2.KpiEvent) -> None:
+        key = f"{event.media_service}/{event.kpi}".encode()
+        self._producer.produce(self._topic, key=key, value=event.SerializeToString())
+        self._producer.poll(0)
+
+    def flush(self, timeout: float = 10.0) -> int:
+        """Wait for queued events; returns how many are still queued."""
+        return int(self._producer.flush(timeout))
+
+
+#: Stores converted points (blocking); raises on failure so offsets are not committed.
+StoreFn = Callable[[list[SeriesData]], int]
+
+
+class KafkaIngestor:
+    """Consumer group writing Kafka measurement messages to storage at-least-once (without duplicates)."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        group: str,
+        store: StoreFn,
+        topics: Topics = Topics(),
+        limits: Limits | None = None,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": group,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": 6000,
+                "heartbeat.interval.ms": 1000,
+            }
+        )
+        self._consumer.subscribe([topics.measurements, topics.subject_points])
+        self._store = store
+        self._limits = limits or Limits()
+        self._clock_ns = clock_ns
+        self.stored_points = 0
+        self.rejected_messages = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self, max_messages: int = 500, timeout: float = 0.5, commit: bool = True) -> int:
+        """Consume up to ``max_messages``, store them, then commit; returns points stored. On a storage error the
+        partitions are rewound to the first uncommitted message (redelivered next time) and the error is raised."""
+        msgs = self._consumer.consume(max_messages, timeout)
+        batch: list[SeriesData] = []
+        first: dict[tuple[str, int], int] = {}
+        for m in msgs:
+            error = m.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("kafka consume error: %s", error)
+                continue
+            first.setdefault((str(m.topic()), int(m.partition() or 0)), int(m.offset() or 0))
+            value = m.value()
+            if value is None:  # a tombstone: the subject's data was erased
+                continue
+            try:
+                req = clmc_pb2.PublishMeasurementsRequest.FromString(value)
+                batch += convert_batch(req, self._clock_ns(), self._limits)
+            except (DomainError, ValueError) as exc:
+                self.rejected_messages += 1
+                log.error("dropping invalid message %s[%d]@%d: %s", m.topic(), m.partition(), m.offset(), exc)
+        if not first:
+            return 0
+        try:
+            stored = self._store(batch) if batch else 0
+        except Exception:
+            for (topic, partition), offset in first.items():
+                self._consumer.seek(TopicPartition(topic, partition, offset))
+            raise
+        if commit:
+            self._consumer.commit(asynchronous=False)
+        self.stored_points += stored
+        return stored
+
+    def _loop(self) -> None:
+        delay = 0.1
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+                delay = 0.1
+            except Exception as exc:
+                log.warning("kafka ingest failed (will retry in %.1f s): %s", delay, exc)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+
+    def start(self) -> None:
+        """Consume in a background thread."""
+        self._thread = threading.Thread(target=self._loop, name="clmc-kafka-ingest", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop the thread (if any) and leave the group."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        self._consumer.close()
