@@ -193,6 +193,7 @@ class KafkaIngestor:
         topics: Topics = Topics(),
         limits: Limits | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
+        session_timeout_ms: int = 6000,
     ) -> None:
         self._consumer = Consumer(
             {
@@ -200,8 +201,8 @@ class KafkaIngestor:
                 "group.id": group,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
-                "session.timeout.ms": 6000,
-                "heartbeat.interval.ms": 1000,
+                "session.timeout.ms": session_timeout_ms,
+                "heartbeat.interval.ms": max(100, session_timeout_ms // 4),
             }
         )
         self._consumer.subscribe([topics.measurements, topics.subject_points])
@@ -247,6 +248,10 @@ class KafkaIngestor:
             self._consumer.commit(asynchronous=False)
         self.stored_points += stored
         return stored
+
+    def assigned(self) -> bool:
+        """True once the group gave this consumer partitions."""
+        return bool(self._consumer.assignment())
 
     def _loop(self) -> None:
         delay = 0.1

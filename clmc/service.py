@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from clmc.dashboard import Dashboard
 from clmc.ingest import Limits
 from clmc.kafka_bus import (
     KafkaEventSink,
@@ -58,6 +59,8 @@ class Settings(BaseModel):
     kafka_subject_topic: str = "clmc.subject-points"
     #: Topic KPI events are published to.
     kafka_kpi_topic: str = "clmc.kpi-events"
+    #: Port of the built-in web dashboard on 127.0.0.1 (CLMC-17); 0 = off.
+    dashboard_port: int = Field(default=0, ge=0, le=65535)
     #: How far in the future a point's time may be (clock skew allowance), seconds.
     max_future_s: float = Field(default=3600.0, gt=0)
 
@@ -128,14 +131,19 @@ def build(ctx: ServiceContext) -> ServiceSpec:
     engine = KpiEngine(store, state, wall_clock_ns, settings.kpi_interval_s)
     servicer = ClmcServicer(store, limits, engine=engine, state=state)
     kafka = KafkaWiring(settings, servicer, engine, limits) if settings.kafka_bootstrap else None
+    dashboard = Dashboard(store, engine, wall_clock_ns, settings.dashboard_port) if settings.dashboard_port else None
 
     async def on_start() -> None:
         engine.started_ns = wall_clock_ns()
         await engine.start()
         if kafka is not None:
             await kafka.start()
+        if dashboard is not None:
+            dashboard.start()
 
     async def on_stop() -> None:
+        if dashboard is not None:
+            dashboard.stop()
         if kafka is not None:
             await kafka.stop()
         await engine.stop()
