@@ -10,6 +10,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from clmc.endpoint_config import EndpointTrack
 from clmc.kpi import GroupState, KpiSpec
 from clmc.kpi_rules import spec_from_proto, spec_to_proto
 from clmc.storage.base import TagTuple
@@ -22,6 +23,7 @@ CREATE TABLE IF NOT EXISTS alerts (
   PRIMARY KEY (media_service, name, grp));
 CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, media_service TEXT, event BLOB);
 CREATE TABLE IF NOT EXISTS erased_subjects (subject TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS endpoint_tracks (endpoint TEXT PRIMARY KEY, track TEXT);
 """
 
 
@@ -125,6 +127,20 @@ class ClmcState:
         """Remember an erased subject (by digest)."""
         with self._lock:
             self._db.execute("INSERT OR IGNORE INTO erased_subjects VALUES (?)", (subject_digest(subject),))
+
+    def endpoint_track(self, endpoint: TagTuple) -> EndpointTrack | None:
+        """The lifecycle track of an endpoint (by its identity tags)."""
+        with self._lock:
+            row = self._db.execute("SELECT track FROM endpoint_tracks WHERE endpoint = ?", (json.dumps(endpoint),))
+            found = row.fetchone()
+        return None if found is None else EndpointTrack(**json.loads(found[0]))
+
+    def put_endpoint_track(self, endpoint: TagTuple, track: EndpointTrack) -> None:
+        """Store an endpoint's track."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO endpoint_tracks VALUES (?, ?)", (json.dumps(endpoint), json.dumps(vars(track)))
+            )
 
     def close(self) -> None:
         """Close the file."""

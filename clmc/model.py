@@ -18,7 +18,7 @@ COMMON_TAGS: tuple[tuple[str, str], ...] = (
 #: The tag carrying a data subject's id (a UE); personal data (CLMC-23).
 SUBJECT_TAG = "flame_ue"
 #: Endpoint states of the configuration model, in lifecycle order.
-ENDPOINT_STATES = ("unplaced", "placing", "placed", "booting", "booted", "connecting", "connected")
+ENDPOINT_STATES = ("unplaced", "placing", "placed", "booting", "booted", "connecting", "connected", "failed")
 
 _D, _I = model_pb2.FIELD_TYPE_DOUBLE, model_pb2.FIELD_TYPE_INT
 _S = model_pb2.FIELD_TYPE_STRING

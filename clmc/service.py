@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from clmc.dashboard import Dashboard
 from clmc.ingest import Limits
@@ -21,11 +23,13 @@ from clmc.kafka_bus import (
 from clmc.kpi_engine import KpiEngine
 from clmc.kpi_state import ClmcState
 from clmc.servicer import ClmcServicer, wall_clock_ns
-from clmc.storage.base import MetricStore, SeriesData
+from clmc.storage.base import MetricStore, Selection, SeriesData
 from clmc.storage.embedded import EmbeddedStore
 from clmc.storage.influx import InfluxStore
 from flame_control.api.flame.clmc.v1 import clmc_pb2_grpc
 from flame_control.runtime.service import ALL_ROLES, OPERATORS, AccessRules, Role, ServiceContext, ServiceSpec
+
+log = logging.getLogger("flame.clmc")
 
 
 class Settings(BaseModel):
@@ -43,6 +47,13 @@ class Settings(BaseModel):
     influx_database: str = "flame"
     #: Retention of measurements, as an InfluxQL duration (e.g. "30d"); empty = keep forever (CLMC-10).
     retention: str = ""
+
+    @field_validator("retention")
+    @classmethod
+    def _valid_retention(cls, value: str) -> str:
+        retention_ns(value)
+        return value
+
     #: How long failed InfluxDB writes are retried before the publisher gets UNAVAILABLE.
     influx_retry_s: float = Field(default=10.0, gt=0)
     #: Most points accepted in one batch.
@@ -63,6 +74,24 @@ class Settings(BaseModel):
     dashboard_port: int = Field(default=0, ge=0, le=65535)
     #: How far in the future a point's time may be (clock skew allowance), seconds.
     max_future_s: float = Field(default=3600.0, gt=0)
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def retention_ns(text: str) -> int:
+    """An InfluxQL-style duration ("90m", "30d", "2w") in ns; "" = 0 (keep forever)."""
+    if not text:
+        return 0
+    match = re.fullmatch(r"(\d+)([smhdw])", text.strip())
+    if match is None:
+        raise ValueError(f"retention {text!r} must look like 30d, 12h, 90m or 2w")
+    return int(match.group(1)) * _UNITS[match.group(2)] * 1_000_000_000
+
+
+def apply_retention(store: MetricStore, now_ns: int, keep_ns: int) -> int:
+    """Delete every point older than ``keep_ns`` (embedded backend; InfluxDB enforces its retention policy)."""
+    return store.delete(Selection(None, {}, None, now_ns - keep_ns)) if keep_ns else 0
 
 
 def open_store(settings: Settings, state_dir: Path) -> MetricStore:
@@ -133,7 +162,22 @@ def build(ctx: ServiceContext) -> ServiceSpec:
     kafka = KafkaWiring(settings, servicer, engine, limits) if settings.kafka_bootstrap else None
     dashboard = Dashboard(store, engine, wall_clock_ns, settings.dashboard_port) if settings.dashboard_port else None
 
+    keep_ns = retention_ns(settings.retention) if settings.backend == "embedded" else 0
+    retention_task: list[asyncio.Task[None]] = []
+
+    async def enforce_retention() -> None:
+        while True:
+            try:
+                removed = await asyncio.to_thread(apply_retention, store, wall_clock_ns(), keep_ns)
+                if removed:
+                    log.info("retention removed %d points older than %s", removed, settings.retention)
+            except Exception:
+                log.exception("retention pass failed; retrying in a minute")
+            await asyncio.sleep(60)
+
     async def on_start() -> None:
+        if keep_ns:
+            retention_task.append(asyncio.get_running_loop().create_task(enforce_retention()))
         engine.started_ns = wall_clock_ns()
         await engine.start()
         if kafka is not None:
@@ -142,6 +186,8 @@ def build(ctx: ServiceContext) -> ServiceSpec:
             dashboard.start()
 
     async def on_stop() -> None:
+        for task in retention_task:
+            task.cancel()
         if dashboard is not None:
             dashboard.stop()
         if kafka is not None:

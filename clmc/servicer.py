@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from clmc import analytics
+from clmc.endpoint_config import endpoint_config_point, endpoint_tags, transition
 from clmc.ingest import CONFIG_EVENT_MEASUREMENT, Limits, convert_batch, convert_events, to_config_event, to_measurement
 from clmc.kpi_engine import KpiEngine
 from clmc.kpi_rules import spec_from_proto, spec_to_proto
@@ -104,8 +105,28 @@ class ClmcServicer(clmc_pb2_grpc.ClmcServiceServicer):
     ) -> clmc_pb2.PublishConfigEventsResponse:
         accepted = 0
         async for req in request_iterator:
-            accepted += await self.store_batch(convert_events(req, self.clock_ns(), self.limits))
+            events = convert_events(req, self.clock_ns(), self.limits)
+            derived = await asyncio.to_thread(self._endpoint_configs, events) if self.state is not None else []
+            accepted += await self.store_batch(events)
+            if derived:
+                await self.store_batch(derived)
         return clmc_pb2.PublishConfigEventsResponse(accepted_events=accepted)
+
+    def _endpoint_configs(self, events: list[SeriesData]) -> list[SeriesData]:
+        """endpoint_config points for endpoint transitions (blocking: reads and writes the tracks)."""
+        assert self.state is not None
+        out = []
+        for e in sorted(events, key=lambda s: s.times_ns[0]):
+            tags = dict(e.tags)
+            endpoint = endpoint_tags(tags)
+            to_state = tags.get("to_state", "")
+            if tags.get("subject_kind") != "endpoint" or endpoint is None or not to_state:
+                continue
+            state = to_state.removeprefix("ENDPOINT_STATE_").lower()
+            track = transition(self.state.endpoint_track(endpoint), state, e.times_ns[0])
+            self.state.put_endpoint_track(endpoint, track)
+            out.append(endpoint_config_point(endpoint, track, e.times_ns[0]))
+        return out
 
     # --- query and analytics (CLMC-11, 12, 13, 16, 18) ---------------------------------------------------------
     async def Query(self, request: clmc_pb2.QueryRequest, context: Any) -> clmc_pb2.QueryResponse:

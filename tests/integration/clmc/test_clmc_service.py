@@ -190,3 +190,59 @@ def test_clmc4_clmc25_clmc26_config_events_and_data_subject_query_and_delete(tmp
             assert len(again.points) == 0
 
     asyncio.run(scenario())
+
+
+def test_clmc4_endpoint_transitions_derive_endpoint_config_sum_mst_and_current_state(tmp_path: Path) -> None:
+    t0 = now_ns()
+    steps = [
+        (common_pb2.ENDPOINT_STATE_PLACED, 0),
+        (common_pb2.ENDPOINT_STATE_BOOTING, 3),
+        (common_pb2.ENDPOINT_STATE_BOOTED, 8),
+        (common_pb2.ENDPOINT_STATE_CONNECTED, 10),
+        (common_pb2.ENDPOINT_STATE_BOOTED, 20),
+        (common_pb2.ENDPOINT_STATE_CONNECTED, 21),
+    ]
+
+    def event(state: int, at: int) -> model_pb2.ConfigEvent:
+        e = model_pb2.ConfigEvent(
+            source="sfemc",
+            subject_kind="endpoint",
+            to_state=state,
+            tags={"flame_sfc": "svc", "flame_sfe": "ep1", "flame_location": "a"},
+        )
+        e.time.FromNanoseconds(t0 + at * S)
+        return e
+
+    async def scenario() -> None:
+        async with running_server(clmc_spec(tmp_path)) as target, channel(target) as ch:
+            stub = clmc_pb2_grpc.ClmcServiceStub(ch)
+
+            async def events() -> object:
+                for state, at in steps[:3]:
+                    yield clmc_pb2.PublishConfigEventsRequest(events=[event(state, at)])
+                yield clmc_pb2.PublishConfigEventsRequest(events=[event(s, at) for s, at in steps[3:]])
+
+            assert (await stub.PublishConfigEvents(events())).accepted_events == 6
+        # The tracks survive a restart: the next transition continues the sums.
+        async with running_server(clmc_spec(tmp_path)) as target, channel(target) as ch:
+            stub = clmc_pb2_grpc.ClmcServiceStub(ch)
+
+            async def more() -> object:
+                yield clmc_pb2.PublishConfigEventsRequest(events=[event(common_pb2.ENDPOINT_STATE_FAILED, 31)])
+
+            await stub.PublishConfigEvents(more())
+            points = (await stub.Query(clmc_pb2.QueryRequest(measurement="endpoint_config"))).points
+            assert len(points) == 7 and dict(points[-1].tags) == {
+                "flame_sfc": "svc",
+                "flame_sfe": "ep1",
+                "flame_location": "a",
+            }
+            last = {
+                k: v.WhichOneof("value") and getattr(v, v.WhichOneof("value")) for k, v in points[-1].fields.items()
+            }
+            assert last["current_state"] == "failed"
+            assert last["placed_sum"] == 3 and last["booting_sum"] == 5
+            assert last["booted_sum"] == 3 and last["booted_mst"] == 1
+            assert last["connected_sum"] == 20 and last["connected_mst"] == 10
+
+    asyncio.run(scenario())

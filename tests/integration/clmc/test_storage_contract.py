@@ -147,3 +147,21 @@ def test_clmc10_influx_write_while_influxd_down_is_retried_then_succeeds_or_rais
         assert store.count(Selection("nap_http")) == 10
     finally:
         group.stop_all()
+
+
+@pytest.mark.influxdb
+def test_clmc10_influx_write_during_a_short_outage_is_retried_until_influxd_is_back(tmp_path: Path) -> None:
+    import threading
+
+    group = ProcessGroup(tmp_path)
+    try:
+        server = start_influxd(group, tmp_path)
+        store = InfluxStore(server.url, "clmc_test", retry_for_s=30.0)
+        server.stop()
+        restarter = threading.Timer(1.0, server.start)
+        restarter.start()
+        store.write([series("a", 5)])  # blocks, retrying with backoff, until influxd is back
+        restarter.join()
+        assert store.count(Selection("nap_http")) == 5
+    finally:
+        group.stop_all()

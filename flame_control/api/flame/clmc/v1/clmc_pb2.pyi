@@ -33,6 +33,11 @@ class PublishMeasurementsRequest(_message.Message):
 
     POINTS_FIELD_NUMBER: _builtins.int
     SERIES_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Client id of the batch (logged). Re-sending a batch is safe without it: storage keeps one point per identity
+    (measurement, tags, time), so a retried batch overwrites instead of duplicating.
+    """
     @_builtins.property
     def points(self) -> _containers.RepeatedCompositeFieldContainer[_model_pb2.Measurement]:
         """Individual points."""
@@ -46,10 +51,11 @@ class PublishMeasurementsRequest(_message.Message):
         *,
         points: _abc.Iterable[_model_pb2.Measurement] | None = ...,
         series: _abc.Iterable[_model_pb2.SeriesBatch] | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["points", b"points", "series", b"series"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["points", b"points", "request_id", b"request_id", "series", b"series"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -88,6 +94,9 @@ class PublishConfigEventsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENTS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Client id of the batch (logged); events are idempotent by (source, subject tags, time) like points."""
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[_model_pb2.ConfigEvent]:
         """Events."""
@@ -96,10 +105,11 @@ class PublishConfigEventsRequest(_message.Message):
         self,
         *,
         events: _abc.Iterable[_model_pb2.ConfigEvent] | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
