@@ -63,6 +63,9 @@ class PceCore:
         self.plan = lidlib.plan(self.topology)
         #: (client, fqdn, constraints) -> routes; dropped precisely when a link or registration changes.
         self._routes: dict[tuple[str, str, Constraints], list[Route]] = {}
+        #: (tree directions, destinations) -> (table, fid); LIDs only change with the topology, so this survives
+        #: link-state changes (NAPs on one switch share their forward FIDs).
+        self._fids: dict[tuple[tuple[tuple[str, str], ...], tuple[str, ...]], tuple[int, int, bool]] = {}
         self.views: dict[str, NapView] = {}
         self.interest: dict[str, frozenset[str] | None] = {}
         self._link_users: dict[str, set[str]] = {}
@@ -74,6 +77,7 @@ class PceCore:
         self.engine = PathEngine(topo)
         self.plan = lidlib.plan(topo)
         self._routes.clear()
+        self._fids.clear()
         self.registry.drop_naps(n for n in {nap for _, nap in self.registry.registrations} if n not in topo.nodes)
         self.version += 1
         return self.refresh(self.views.keys())
@@ -154,9 +158,20 @@ class PceCore:
     def _route(self, nodes: Sequence[str], links: Sequence[str], cost: float) -> Route:
         forward = directions_of(self.engine, nodes)
         backward = directions_of(self.engine, nodes[::-1])
-        table, fid, _ = lidlib.choose_table(self.plan, forward, [nodes[-1]])
-        rtable, rfid, _ = lidlib.choose_table(self.plan, backward, [nodes[0]])
-        return Route(nodes[-1], fid, rfid, cost, tuple(nodes), tuple(links), table.index, rtable.index)
+        table, fid, _ = self._fid(forward, (nodes[-1],))
+        rtable, rfid, _ = self._fid(backward, (nodes[0],))
+        return Route(nodes[-1], fid, rfid, cost, tuple(nodes), tuple(links), table, rtable)
+
+    def _fid(self, tree: Sequence[tuple[str, str]], destinations: tuple[str, ...]) -> tuple[int, int, bool]:
+        """(LID table, FID, false-positive-free) for a tree, memoised until the topology changes."""
+        key = (tuple(tree), destinations)
+        hit = self._fids.get(key)
+        if hit is None:
+            if len(self._fids) > 200_000:
+                self._fids.clear()
+            table, fid, ok = lidlib.choose_table(self.plan, tree, destinations)
+            hit = self._fids[key] = (table.index, fid, ok)
+        return hit
 
     def resolve(self, client: str, fqdn: str, c: Constraints = DEFAULT) -> list[Route]:
         """ResolvePath: validated inputs, NotFound when nothing serves the name reachably."""
@@ -194,8 +209,8 @@ class PceCore:
         if missing:
             raise NotFound("path", ",".join(missing), f"unreachable from {source}: {', '.join(missing)}")
         tree_dirs = self.tree_directions(source, destinations, c)
-        table, fid, ok = lidlib.choose_table(self.plan, tree_dirs, destinations)
-        return links, fid, ok, table.index
+        table, fid, ok = self._fid(tree_dirs, tuple(sorted(destinations)))
+        return links, fid, ok, table
 
     def tree_directions(
         self, source: str, destinations: Iterable[str], c: Constraints = DEFAULT

@@ -104,11 +104,15 @@ def fid_for(table: LidTable, tree: Iterable[Direction], destinations: Iterable[s
 
 def false_positives(table: LidTable, fid: int, tree: Sequence[Direction]) -> list[Direction]:
     """Directions leaving a switch on the tree, not on the tree, whose LID the FID contains (frames would leak)."""
-    on_tree = set(tree)
     leaks = []
-    for node in {a for a, _ in tree}:
-        for lid, nbr in table.out.get(node, ()):
-            if fid & lid == lid and (node, nbr) not in on_tree:
+    out = table.out
+    seen: set[str] = set()
+    for node, _ in tree:
+        if node in seen:
+            continue
+        seen.add(node)
+        for lid, nbr in out.get(node, ()):
+            if fid & lid == lid and (node, nbr) not in tree:
                 leaks.append((node, nbr))
     return sorted(leaks)
 

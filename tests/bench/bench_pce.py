@@ -275,6 +275,37 @@ def fp_free_figures(sizes: list[int], trees: int) -> list[Figure]:
     return out
 
 
+def flowmod_figures(quick: bool) -> list[Figure]:
+    """Flow-mods/s into a real OVS bridge through our driver vs a bare os-ken loop (root; own process)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.support.ovs import available
+
+    reason = available()
+    if reason:
+        print(f"flowmod_ratio_vs_osken skipped: {reason}")
+        return []
+    n, repeats = (1000, 3) if quick else (4000, 7)
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.bench.flowmods", str(n), str(repeats)],
+        cwd=root, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(root)},
+    )  # fmt: skip
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("{")), None)
+    if proc.returncode != 0 or line is None:
+        raise RuntimeError(f"flow-mod benchmark failed: {proc.stderr[-2000:]}")
+    doc = json.loads(line)
+    cond = f"{n} FlowMods (adds) + barrier into one OVS userspace bridge over loopback, median of {repeats}; bare = os-ken datapath.send_msg loop with the same messages"
+    return [
+        Figure("flowmod_ratio_vs_osken", doc["ours"] / doc["bare"], "ratio", doc["bare"], ">= 0.8", cond),
+        Figure("flowmods_per_s", doc["ours"], "flow-mods/s", doc["bare"], None, cond),
+    ]
+
+
 def run(quick: bool) -> list[Figure]:
     """All PCE figures."""
     figures = []
@@ -285,5 +316,9 @@ def run(quick: bool) -> list[Figure]:
         figures += path_figures(size, label, queries=100 if quick else 300)
     figures.append(reconverge_figure(3 if quick else 7))
     figures += rpc_figures(1.0 if quick else 3.0, 1 if quick else 3)
-    figures += fp_free_figures([150, 300, 600] if quick else [150, 300, 600, 1000, 1500, 2500], 30 if quick else 100)
+    figures += fp_free_figures(
+        [20, 40, 80, 150, 300, 600] if quick else [20, 40, 60, 80, 150, 300, 600, 1000, 1500, 2500],
+        30 if quick else 100,
+    )
+    figures += flowmod_figures(quick)
     return figures
