@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 from clmc.kpi import DEADMAN, RELATIVE, GroupState, KpiSpec, Observations, Transition, evaluate
 from clmc.kpi_state import ClmcState
-from clmc.storage.base import AggQuery, MetricStore, Selection, SeriesData, TagTuple
+from clmc.storage.base import AggQuery, FieldVal, MetricStore, Selection, SeriesData, TagTuple, canonical_tags
 from flame_control.api.flame.clmc.v1 import kpi_pb2
 
 log = logging.getLogger("flame.clmc.kpi")
@@ -69,6 +69,20 @@ def to_event(spec: KpiSpec, t: Transition, now_ns: int) -> kpi_pb2.KpiEvent:
     )
     e.time.FromNanoseconds(now_ns)
     return e
+
+
+#: Measurement KPI events are also written to, so dashboards (Grafana) can plot them next to the data.
+KPI_EVENT_MEASUREMENT = "kpi_event"
+
+
+def event_point(event: kpi_pb2.KpiEvent) -> SeriesData:
+    """A KPI event as a ``kpi_event`` point (tags: media service, KPI, state and the group's tags)."""
+    tags = {**dict(event.group), "flame_sfc": event.media_service, "kpi": event.kpi}
+    tags["kpi_state"] = "firing" if event.state == kpi_pb2.KPI_STATE_FIRING else "cleared"
+    fields: dict[str, list[FieldVal | None]] = {"message": [event.message], "sequence": [int(event.sequence)]}
+    if math.isfinite(event.value):
+        fields["value"] = [event.value]
+    return SeriesData(KPI_EVENT_MEASUREMENT, canonical_tags(tags), [event.time.ToNanoseconds()], fields)
 
 
 class KpiEngine:
@@ -132,6 +146,11 @@ class KpiEngine:
                     continue
                 for e in events:
                     self.publish(e)
+                if events:
+                    try:
+                        await asyncio.to_thread(self.store.write, [event_point(e) for e in events])
+                    except Exception:
+                        log.exception("could not store KPI events of %s/%s (they were published)", *spec.key)
 
     def publish(self, event: kpi_pb2.KpiEvent) -> None:
         """Hand an event to every subscriber and sink."""

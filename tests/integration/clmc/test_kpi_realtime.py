@@ -57,6 +57,14 @@ def test_clmc22_kpi_event_in_real_time_and_alert_state_survives_restart(tmp_path
             assert dict(event.group) == {"flame_location": "bristol"} and event.sequence >= 1
             first_seq = event.sequence
             stream.cancel()
+            for _ in range(50):  # the event is also stored as a kpi_event point (for dashboards)
+                stored = (await stub.Query(clmc_pb2.QueryRequest(measurement="kpi_event"))).points
+                if stored:
+                    break
+                await asyncio.sleep(0.1)
+            (stored_event,) = stored
+            assert stored_event.tags["kpi_state"] == "firing" and stored_event.tags["flame_location"] == "bristol"
+            assert stored_event.fields["sequence"].int_value == first_seq
             with pytest.raises(grpc.aio.AioRpcError) as exc:
                 await stub.DeleteKpi(clmc_pb2.DeleteKpiRequest(request_id="d0", media_service="svc-a", name="nope"))
             assert exc.value.code() == grpc.StatusCode.NOT_FOUND
