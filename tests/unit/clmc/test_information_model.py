@@ -20,7 +20,7 @@ def test_clmc1_clmc7_flame_tags_and_measurements() -> None:
 def test_clmc2_endpoint_config_fields_cover_every_endpoint_state_and_the_failure_taxonomy() -> None:
     (ec,) = [m for m in information_model().measurements if m.name == "endpoint_config"]
     fields = {f.name for f in ec.fields}
-    names = common_pb2.EndpointState.keys()  # noqa: SIM118  (an enum wrapper, not a dict)
+    names = common_pb2.EndpointState.keys()
     proto_states = {n.removeprefix("ENDPOINT_STATE_").lower() for n in names} - {"unspecified"}
     assert proto_states == set(ENDPOINT_STATES)
     for state in ENDPOINT_STATES:

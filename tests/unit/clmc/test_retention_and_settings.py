@@ -44,3 +44,14 @@ def test_clmc4_endpoint_track_sums_and_most_recent_stay() -> None:
     assert track.sums == {"booting": 6.0, "booted": 1.0} and track.msts == {"booting": 2.0, "booted": 1.0}
     late = transition(track, "connected", T0)  # an out-of-order event never makes time negative
     assert late.sums["booted"] == 1.0 and late.state == "connected"
+
+
+def test_clmc11_embedded_aggregation_skips_text_values_of_a_mixed_field(tmp_path: Path) -> None:
+    from clmc.storage.base import AggKind, AggQuery
+
+    store = EmbeddedStore(tmp_path / "m.sqlite")
+    store.write([SeriesData("m", (), [T0, T0 + S, T0 + 2 * S], {"f": [1.0, "n/a", 3.0]})])
+    q = AggQuery("m", "f", AggKind.MEAN, T0, T0 + 10 * S, 0)
+    assert [(w.value, w.count) for s in store.aggregate(q) for w in s.windows] == [(2.0, 2)]
+    reopened = EmbeddedStore(tmp_path / "m.sqlite")  # the text-field list is durable
+    assert [(w.value, w.count) for s in reopened.aggregate(q) for w in s.windows] == [(2.0, 2)]
