@@ -49,8 +49,11 @@ class Settings(BaseModel):
     topology_file: Path | None = None
     #: FQDN registrations from configuration (SFR-10): list of {fqdn, nap_id, owner}.
     registrations: list[dict[str, str]] = []
-    #: Switch driver: "none" (compute only) or "osken" (OpenFlow 1.3 into real switches through os-ken).
-    fabric: Literal["none", "osken"] = "none"
+    #: Switch driver: "emulated" (tables executed in-process, frames between NAPs over UDP on loopback: the embedded
+    #: default), "osken" (OpenFlow 1.3 into real switches through os-ken) or "none" (compute only).
+    fabric: Literal["emulated", "osken", "none"] = "emulated"
+    #: UDP port NAP agents attach to on the emulated fabric (0 = any free port).
+    emulated_port: int = 50070
     #: Where the os-ken OpenFlow controller listens (fabric "osken").
     openflow_host: str = "127.0.0.1"
     openflow_port: int = 6653
@@ -88,7 +91,11 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
         if self.driver is None:
             return
         by_dpid = {self.core.topology.nodes[n].dpid: rules for n, rules in self.core.switch_rules().items()}
-        await asyncio.to_thread(self.driver.apply, by_dpid)
+        if self.driver.kind == "emulated":
+            self.driver.topology_changed()
+            self.driver.apply(by_dpid)
+        else:
+            await asyncio.to_thread(self.driver.apply, by_dpid)
 
     async def start_driver(self) -> None:
         """on_start hook: start the OpenFlow controller and program the switches once they connect."""
@@ -96,8 +103,16 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
             return
         self.loop = asyncio.get_running_loop()
         self.driver.set_port_status_handler(self._port_status_from_thread)
-        await asyncio.to_thread(self.driver.start)
+        if self.driver.kind == "emulated":
+            await self.driver.listen()
+        else:
+            await asyncio.to_thread(self.driver.start)
         await self.program()
+
+    async def stop_driver(self) -> None:
+        """on_stop hook: close the emulated fabric's socket (os-ken threads end with the process)."""
+        if self.driver is not None and self.driver.kind == "emulated":
+            self.driver.close()
 
     def _port_status_from_thread(self, dpid: int, port: int, up: bool) -> None:
         if self.loop is not None:
@@ -382,11 +397,15 @@ def build(ctx: ServiceContext) -> ServiceSpec:
         core.register(
             Registration(fqdn, entry.get("nap_id", ""), entry.get("owner", "config"), "", "config", time.time())
         )
-    driver = None
+    driver: Any = None
     if settings.fabric == "osken":
         from pce.switch.osken_driver import OskenDriver
 
         driver = OskenDriver(settings.openflow_host, settings.openflow_port)
+    elif settings.fabric == "emulated":
+        from pce.switch.emulated import EmulatedDriver
+
+        driver = EmulatedDriver("127.0.0.1", settings.emulated_port, topology=lambda: core.topology)
     servicer = PceServicer(core, driver=driver)
     return ServiceSpec(
         "flame.pce.v1.PceService",
@@ -394,4 +413,5 @@ def build(ctx: ServiceContext) -> ServiceSpec:
         pce_pb2_grpc.add_PceServiceServicer_to_server,
         ACCESS,
         on_start=servicer.start_driver,
+        on_stop=servicer.stop_driver,
     )

@@ -49,7 +49,9 @@ def run_grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def flame_stack(procs: ProcessGroup, tmp_path: Path) -> dict[str, int]:
     ports = {key: free_port() for key in SERVICES}
-    sets = [f"--set=listen.ports.{k}={p}" for k, p in ports.items() if k != "nap"]
+    sets = [f"--set=listen.ports.{k}={p}" for k, p in ports.items() if k != "nap"] + [
+        "--set=services.pce.emulated_port=0"
+    ]
     procs.start(
         "flame-up",
         [sys.executable, "-m", "flame_control.cli.main", "up", "--state-dir", str(tmp_path / "state"), *sets],

@@ -7,6 +7,7 @@ without touching established flows."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import sys
@@ -21,6 +22,7 @@ from flame_control.api.flame.pce.v1 import pce_pb2, pce_pb2_grpc
 from flame_control.icn import fid as fidlib
 from pce.core import PceCore
 from pce.topology import load_file
+from tests.integration.pce.test_emulated_fabric import fabric_for
 from tests.support.ovs import OvsTestbed, available, ovs_testbed
 from tests.support.procs import ProcessGroup, free_port, port_open, wait_for
 
@@ -153,20 +155,31 @@ def test_multicast_fid_reaches_exactly_its_set_on_real_ovs(fabric: Fabric) -> No
     assert got == {"nap-edge-a1": 1, "nap-edge-b2": 1, "nap-dc-2": 1}
 
 
-def test_emulated_tables_and_ovs_deliver_the_same_frames_the_same_way(fabric: Fabric) -> None:
+def test_emulated_driver_pure_tables_and_ovs_deliver_the_same_frames_the_same_way(fabric: Fabric) -> None:
     core = PceCore()
     core.apply_topology(load_file(EXAMPLE))  # deterministic LIDs: the same tables the PCE programmed
     emulated = core.fabric()
     table = core.plan.tables[0]
     rng = random.Random(5)
     lids = list(table.lids.values()) + list(table.ilids.values())
-    for i in range(6):
+    cases = []
+    for _ in range(6):
         source = rng.choice(sorted(HOSTS))
-        fid = fidlib.combine(rng.sample(lids, rng.randint(1, 8)))
+        cases.append((source, fidlib.combine(rng.sample(lids, rng.randint(1, 8)))))
+
+    async def through_emulated_driver() -> list[set[str]]:
+        driver, naps = await fabric_for(core)
+        out = [set(await naps.send_and_collect(src, fid, 0, f"em{i}")) for i, (src, fid) in enumerate(cases)]
+        naps.close()
+        driver.close()
+        return out
+
+    over_udp = asyncio.run(through_emulated_driver())
+    for i, (source, fid) in enumerate(cases):
         expected = emulated.send(source, fid)
         reached = expected.accepted | expected.rejected
         got = fabric.deliver(source, fid, 0, f"eq{i}")
-        assert set(got) == reached, (source, hex(fid))
+        assert set(got) == reached == over_udp[i], (source, hex(fid))
 
 
 def test_sfr13_link_down_on_the_switch_pushes_new_fids_and_traffic_takes_the_alternate_path(fabric: Fabric) -> None:

@@ -1,0 +1,156 @@
+"""The `emulated` switch driver: the same flow tables the PCE would program into OVS, executed in-process, moving real
+frames between NAP agents over UDP on loopback. The embedded default (no root) and a test double whose forwarding is
+proven equal to real OVS (tests/integration/pce/test_pce_ovs.py compares the same tables on both).
+
+Protocol (docs/emulated-fabric.md): a NAP sends ``ATTACH <nap_id>`` from its UDP socket and gets ``ATTACHED <nap_id>``
+(or ``ERROR <reason>``); after that every datagram it sends is one Ethernet frame entering the fabric at its switch
+port, and it receives every frame the switches output towards its port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from flame_control.icn import fid as fidlib
+from pce.switch.fabric import Fabric
+from pce.switch.pipeline import FlowRule
+from pce.topology import EMPTY, Topology
+
+log = logging.getLogger("flame.pce.emulated")
+
+ETHERTYPE_ICN = 0x86DD
+MAX_FRAME = 65507
+
+
+@dataclass
+class Counters:
+    """Frames the emulated fabric handled."""
+
+    received: int = 0
+    forwarded: int = 0
+    dropped: int = 0
+
+
+def frame_fid(frame: bytes) -> tuple[int, int, int] | None:
+    """(FID, flow label, hop limit) of an ICN frame, or None when it is not one."""
+    if len(frame) < 54 or struct.unpack_from("!H", frame, 12)[0] != ETHERTYPE_ICN or frame[14] >> 4 != 6:
+        return None
+    first_word = struct.unpack_from("!I", frame, 14)[0]
+    return fidlib.from_addresses(frame[22:38], frame[38:54]), first_word & 0xFFFFF, frame[21]
+
+
+class EmulatedDriver(asyncio.DatagramProtocol):
+    """Installed tables per switch + a UDP socket NAPs attach to."""
+
+    kind = "emulated"
+
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, topology: Callable[[], Topology] = lambda: EMPTY
+    ) -> None:
+        self.host, self.port = host, port
+        self.topology = topology
+        self.installed: dict[int, list[FlowRule]] = {}
+        self.naps: dict[str, tuple[str, int]] = {}
+        self.addresses: dict[tuple[str, int], str] = {}
+        self.counters = Counters()
+        self.port_handler: Callable[[int, int, bool], None] | None = None
+        self.transport: asyncio.DatagramTransport | None = None
+        self._fabric: Fabric | None = None
+
+    # -- driver interface -----------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Nothing to do synchronously; :meth:`listen` opens the socket on the event loop."""
+
+    async def listen(self) -> int:
+        """Open the UDP socket; returns the bound port."""
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=(self.host, self.port))
+        self.transport = transport
+        self.port = int(transport.get_extra_info("sockname")[1])
+        log.info("emulated fabric listening", extra={"fields": {"address": f"{self.host}:{self.port}"}})
+        return self.port
+
+    def close(self) -> None:
+        """Close the socket."""
+        if self.transport is not None:
+            self.transport.close()
+
+    def set_port_status_handler(self, handler: Callable[[int, int, bool], None]) -> None:
+        """Called with (dpid, port, up) when :meth:`set_port_state` changes a port."""
+        self.port_handler = handler
+
+    def apply(self, desired: Mapping[int, Sequence[FlowRule]]) -> dict[int, int]:
+        """Install the desired tables (the emulated switches are always connected); returns rules changed per dpid."""
+        changed = {}
+        for dpid, rules in desired.items():
+            before = set(self.installed.get(dpid, ()))
+            changed[dpid] = len(before ^ set(rules))
+            self.installed[dpid] = list(rules)
+        for dpid in set(self.installed) - set(desired):
+            changed[dpid] = len(self.installed.pop(dpid))
+        self._fabric = None
+        return changed
+
+    def connected(self) -> dict[int, int]:
+        """dpid -> rules installed."""
+        return {dpid: len(rules) for dpid, rules in self.installed.items()}
+
+    def set_port_state(self, dpid: int, port: int, up: bool) -> None:
+        """Simulate a port going down/up on an emulated switch (reported like an OpenFlow port-status)."""
+        if self.port_handler is not None:
+            self.port_handler(dpid, port, up)
+
+    def topology_changed(self) -> None:
+        """Drop the cached wiring (links up/down, new topology)."""
+        self._fabric = None
+
+    # -- data path ------------------------------------------------------------------------------------------------
+    def fabric(self) -> Fabric:
+        """The installed tables wired as the topology says."""
+        if self._fabric is None:
+            topo = self.topology()
+            by_node = {n.id: self.installed.get(n.dpid, []) for n in topo.switches()}
+            self._fabric = Fabric(topo, by_node, [{}])
+        return self._fabric
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if data.startswith(b"ATTACH "):
+            self._attach(data[7:].decode(errors="replace").strip(), addr)
+            return
+        nap = self.addresses.get(addr)
+        parsed = frame_fid(data)
+        self.counters.received += 1
+        if nap is None or parsed is None:
+            self.counters.dropped += 1
+            return
+        fid, label, hops = parsed
+        delivery = self.fabric().send(nap, fid, label, hop_limit=min(hops, 64))
+        for target in sorted(delivery.accepted | delivery.rejected):
+            address = self.naps.get(target)
+            if address is not None and self.transport is not None:
+                self.transport.sendto(data, address)
+                self.counters.forwarded += 1
+        if delivery.dropped_hop_limit:
+            self.counters.dropped += delivery.dropped_hop_limit
+
+    def _attach(self, nap_id: str, addr: tuple[str, int]) -> None:
+        node = self.topology().nodes.get(nap_id)
+        assert self.transport is not None
+        if node is None or node.kind != "nap":
+            self.transport.sendto(f"ERROR {nap_id!r} is not a NAP of the topology".encode(), addr)
+            return
+        old = self.naps.get(nap_id)
+        if old is not None:
+            self.addresses.pop(old, None)
+        self.naps[nap_id] = addr
+        self.addresses[addr] = nap_id
+        self.transport.sendto(f"ATTACHED {nap_id}".encode(), addr)
+        log.info("nap attached", extra={"fields": {"nap": nap_id, "address": f"{addr[0]}:{addr[1]}"}})
