@@ -11,7 +11,13 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from flame_control.runtime.errors import FieldViolation, InvalidArgument, NotFound
+from flame_control.runtime.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PreconditionViolation,
+)
 from pce import lids as lidlib
 from pce.paths import Constraints, PathEngine, choose_server, directions_of, multicast_tree
 from pce.registry import Registration, Registry
@@ -142,24 +148,28 @@ class PceCore:
             ranked = choose_server(self.engine, client, servers, c)
             for cost, server in ranked:
                 path = self.engine.tree(client, c).path_to(server)
-                if path is not None:
-                    out.append(self._route(path[0], path[1], cost))
+                route = self._route(path[0], path[1], cost) if path is not None else None
+                if route is not None:
+                    out.append(route)
             return out
         for server in servers:
             tree = self.engine.tree(server, c)
             path = tree.path_to(client)
             if path is None:
                 continue
-            nodes, links = path[0][::-1], path[1][::-1]
-            out.append(self._route(nodes, links, tree.cost[client]))
+            route = self._route(path[0][::-1], path[1][::-1], tree.cost[client])
+            if route is not None:
+                out.append(route)
         out.sort(key=lambda r: (r.cost, r.server))
         return out
 
-    def _route(self, nodes: Sequence[str], links: Sequence[str], cost: float) -> Route:
+    def _route(self, nodes: Sequence[str], links: Sequence[str], cost: float) -> Route | None:
         forward = directions_of(self.engine, nodes)
         backward = directions_of(self.engine, nodes[::-1])
-        table, fid, _ = self._fid(forward, (nodes[-1],))
-        rtable, rfid, _ = self._fid(backward, (nodes[0],))
+        table, fid, ok = self._fid(forward, (nodes[-1],))
+        rtable, rfid, rok = self._fid(backward, (nodes[0],))
+        if not (ok and rok):
+            return None  # never issue a FID that could leak off its path (SFR-8); other servers remain
         return Route(nodes[-1], fid, rfid, cost, tuple(nodes), tuple(links), table, rtable)
 
     def _fid(self, tree: Sequence[tuple[str, str]], destinations: tuple[str, ...]) -> tuple[int, int, bool]:
@@ -211,6 +221,33 @@ class PceCore:
         tree_dirs = self.tree_directions(source, destinations, c)
         table, fid, ok = self._fid(tree_dirs, tuple(sorted(destinations)))
         return links, fid, ok, table
+
+    def multicast_parts(
+        self, source: str, destinations: Sequence[str], c: Constraints = DEFAULT
+    ) -> tuple[list[str], list[tuple[tuple[str, ...], int, int]]]:
+        """(links, parts): the tree's links and false-positive-free FIDs covering every destination.
+
+        One part when the whole tree fits; else the destinations are split in halves until each part is leak-free
+        (SFR-8: the PCE never issues a FID that reaches a link off its tree). A part is (destinations, fid, table)."""
+        links, fid, ok, table = self.multicast(source, destinations, c)
+        if ok:
+            return links, [(tuple(sorted(destinations)), fid, table)]
+        parts: list[tuple[tuple[str, ...], int, int]] = []
+        pending = [tuple(sorted(destinations))]
+        while pending:
+            group = pending.pop()
+            dirs = self.tree_directions(source, group, c)
+            table, fid, ok = self._fid(dirs, group)
+            if ok:
+                parts.append((group, fid, table))
+            elif len(group) == 1:
+                raise FailedPrecondition(
+                    [PreconditionViolation("FID", group[0], "no LID table gives a leak-free FID for this path")]
+                )
+            else:
+                half = len(group) // 2
+                pending += [group[:half], group[half:]]
+        return links, sorted(parts)
 
     def tree_directions(
         self, source: str, destinations: Iterable[str], c: Constraints = DEFAULT

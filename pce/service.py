@@ -218,15 +218,22 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
         self, request: pce_pb2.ComputeMulticastTreeRequest, context: Any
     ) -> pce_pb2.ComputeMulticastTreeResponse:
         c = convert.constraints(request.constraints, self.core)
-        links, fid, ok, table = self.core.multicast(request.source_nap_id, list(request.destination_nap_ids), c)
-        tree = pce_pb2.ComputeMulticastTreeResponse().tree
-        tree.source_nap_id = request.source_nap_id
-        tree.destination_nap_ids.extend(request.destination_nap_ids)
-        tree.link_ids.extend(links)
-        tree.fid = fid.to_bytes(32, "big")
-        tree.false_positive_free = ok
-        tree.lid_table = table
-        return pce_pb2.ComputeMulticastTreeResponse(tree=tree)
+        links, parts = self.core.multicast_parts(request.source_nap_id, list(request.destination_nap_ids), c)
+        reply = pce_pb2.ComputeMulticastTreeResponse()
+        reply.tree.source_nap_id = request.source_nap_id
+        reply.tree.destination_nap_ids.extend(request.destination_nap_ids)
+        reply.tree.link_ids.extend(links)
+        for dests, fid, table in parts:
+            reply.parts.add(
+                source_nap_id=request.source_nap_id,
+                destination_nap_ids=list(dests),
+                fid=fid.to_bytes(32, "big"),
+                false_positive_free=True,
+                lid_table=table,
+            )
+        if len(parts) == 1:
+            reply.tree.fid, reply.tree.false_positive_free, reply.tree.lid_table = reply.parts[0].fid, True, parts[0][2]
+        return reply
 
     # -- switches -------------------------------------------------------------------------------------------------
     async def ListSwitches(self, request: pce_pb2.ListSwitchesRequest, context: Any) -> pce_pb2.ListSwitchesResponse:

@@ -703,18 +703,28 @@ class ComputeMulticastTreeResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TREE_FIELD_NUMBER: _builtins.int
+    PARTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def tree(self) -> _routing_pb2.MulticastTree:
-        """The tree."""
+        """The whole tree (links and destinations). Its `fid` is set only when one FID reaches every destination without
+        a false positive; otherwise it is empty and `parts` carry the FIDs.
+        """
+
+    @_builtins.property
+    def parts(self) -> _containers.RepeatedCompositeFieldContainer[_routing_pb2.MulticastTree]:
+        """False-positive-free FIDs that together reach every destination (one entry when the whole tree fits in one FID).
+        Past 256 link identifiers large trees are split (SFR-8): the PCE never issues a FID that leaks off its tree.
+        """
 
     def __init__(
         self,
         *,
         tree: _routing_pb2.MulticastTree | None = ...,
+        parts: _abc.Iterable[_routing_pb2.MulticastTree] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["tree", b"tree"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["tree", b"tree"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["parts", b"parts", "tree", b"tree"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
