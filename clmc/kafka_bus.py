@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from clmc.ingest import Limits, convert_batch
@@ -248,6 +248,14 @@ class KafkaIngestor:
             self._consumer.commit(asynchronous=False)
         self.stored_points += stored
         return stored
+
+    def commit(self) -> None:
+        """Commit the consumed positions (run_once does this itself unless told not to); nothing consumed is fine."""
+        try:
+            self._consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._NO_OFFSET:
+                raise
 
     def assigned(self) -> bool:
         """True once the group gave this consumer partitions."""

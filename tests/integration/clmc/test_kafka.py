@@ -189,3 +189,70 @@ def test_clmc22_clmc26_service_with_kafka_kpi_events_and_subject_tombstones(tmp_
         assert expected_key in tombstoned
     finally:
         group.stop_all()
+
+
+_WORKER = """
+import sys, time
+from clmc.kafka_bus import KafkaIngestor, Topics
+from clmc.storage.embedded import EmbeddedStore
+bootstrap, db, m, s, k = sys.argv[1:6]
+store = EmbeddedStore(db)
+ingestor = KafkaIngestor(bootstrap, "g-kill", store.write, Topics(m, s, k), session_timeout_ms=2000)
+while True:
+    ingestor.run_once(max_messages=2, timeout=0.2, commit=False)
+    time.sleep(0.3)  # the window between storing and committing that a crash can hit
+    ingestor.commit()
+"""
+
+
+def _stored(db: Path) -> int:
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
+
+
+def test_clmc3_ingest_process_killed_with_sigkill_resumes_without_loss_or_duplicates(tmp_path: Path) -> None:
+    import os
+    import signal
+    import sys
+
+    group = ProcessGroup(tmp_path)
+    try:
+        broker = start_tansu(group)
+        topics = Topics(*(f"{name}-{uuid.uuid4().hex[:6]}" for name in ("m", "s", "k")))
+        ensure_topics(broker.bootstrap, topics)
+        t0 = (time.time_ns() // S - 3600) * S
+        producer = MeasurementProducer(broker.bootstrap, topics)
+        for b in batches(20, t0):
+            producer.publish(b)
+        producer.flush()
+        total = 20 * 51
+        db = tmp_path / "m.sqlite"
+        EmbeddedStore(db).close()
+        script = tmp_path / "worker.py"
+        script.write_text(_WORKER)
+        root = Path(__file__).resolve().parents[3]
+        worker = group.start(
+            "ingest-worker",
+            [sys.executable, str(script), broker.bootstrap, str(db), *topics.__dict__.values()],
+            env={"PYTHONPATH": str(root)},
+            cwd=root,
+        )
+        wait_for(lambda: _stored(db) >= 300, 60, 0.05, "the worker to store some points")
+        os.killpg(worker.popen.pid, signal.SIGKILL)  # crash: no commit, no leaving the group
+        worker.popen.wait(10)
+        at_kill = _stored(db)
+        assert 0 < at_kill < total
+        store = EmbeddedStore(db)
+        survivor = KafkaIngestor(broker.bootstrap, "g-kill", store.write, topics, session_timeout_ms=2000)
+        deadline = time.monotonic() + 60
+        while store.count(Selection("nap_http")) < total and time.monotonic() < deadline:
+            survivor.run_once(timeout=0.2)
+        time.sleep(0.5)
+        survivor.run_once(timeout=0.5)
+        assert store.count(Selection("nap_http")) == total  # nothing lost, nothing twice
+        assert survivor.stored_points > total - at_kill  # some points were delivered again (and deduplicated)
+        survivor.close()
+    finally:
+        group.stop_all()
