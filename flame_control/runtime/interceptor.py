@@ -7,7 +7,7 @@ import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 
@@ -112,18 +112,9 @@ def _unary(behavior: Any, ic: RuntimeInterceptor, method: str, name: str, idempo
                     method, principal.subject, request, lambda: _call(behavior, request, context)
                 )
             return await _call(behavior, request, context)
-        except NotImplementedError:
-            code = "UNIMPLEMENTED"
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet (see docs/)")
-        except DomainError as err:
-            code = err.code.name
-            await abort_with(context, err)
         except Exception as exc:
             code = _code_of(context, exc)
-            if code == "INTERNAL":
-                log.exception("unhandled error in %s", method)
-                await context.abort(grpc.StatusCode.INTERNAL, "internal error (see server log)")
-            raise
+            await _fail(context, method, exc)
         finally:
             ic.log_call(method, principal, code, started)
 
@@ -146,18 +137,9 @@ def _streaming(behavior: Any, ic: RuntimeInterceptor, method: str, name: str) ->
             elif result is not None:
                 for item in result:
                     yield item
-        except NotImplementedError:
-            code = "UNIMPLEMENTED"
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet (see docs/)")
-        except DomainError as err:
-            code = err.code.name
-            await abort_with(context, err)
         except Exception as exc:
             code = _code_of(context, exc)
-            if code == "INTERNAL":
-                log.exception("unhandled error in %s", method)
-                await context.abort(grpc.StatusCode.INTERNAL, "internal error (see server log)")
-            raise
+            await _fail(context, method, exc)
         finally:
             ic.log_call(method, principal, code, started)
 
@@ -169,7 +151,24 @@ async def _call(behavior: Any, request: Any, context: grpc.aio.ServicerContext[A
     return await result if inspect.isawaitable(result) else result
 
 
+async def _fail(context: grpc.aio.ServicerContext[Any, Any], method: str, exc: Exception) -> NoReturn:
+    """The one mapping from an exception in a handler to the status the client sees (always raises)."""
+    if isinstance(exc, NotImplementedError):
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet (see docs/)")
+    if isinstance(exc, DomainError):
+        await abort_with(context, exc)
+    if _code_of(context, exc) == "INTERNAL":
+        log.exception("unhandled error in %s", method, exc_info=exc)
+        await context.abort(grpc.StatusCode.INTERNAL, "internal error (see server log)")
+    raise exc
+
+
 def _code_of(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> str:
+    """The status name a call ends with for ``exc``."""
+    if isinstance(exc, NotImplementedError):
+        return "UNIMPLEMENTED"
+    if isinstance(exc, DomainError):
+        return exc.code.name
     # context.abort raises AbortError after setting the code; cancellations are not errors of ours.
     if type(exc).__name__ in ("AbortError", "CancelledError", "UsageError"):
         code = context.code()
