@@ -163,6 +163,56 @@ def reconverge_figure(repeats: int) -> Figure:
     return Figure("reconverge_ms_1k_naps", statistics.median(samples), "ms", None, "< 100", cond)
 
 
+async def _reconverge_over_grpc() -> tuple[float, int]:
+    topo = generated(100, 10, 0.5, seed=7)
+    core = PceCore()
+    core.apply_topology(topo)
+    naps = topo.naps()
+    for s in random.Random(0).sample(naps, 3):
+        core.register(Registration(FQDN, s, "bench"))
+    spec = ServiceSpec(
+        "flame.pce.v1.PceService", PceServicer(core), pce_pb2_grpc.add_PceServiceServicer_to_server, ACCESS
+    )
+    async with running_server(spec) as target, channel(target) as ch:
+        stub = pce_pb2_grpc.PceServiceStub(ch)
+        versions: dict[str, int] = {}
+
+        async def session(nap: str) -> None:
+            async def hello() -> AsyncIterator[nap_session_pb2.NapSessionRequest]:
+                yield nap_session_pb2.NapSessionRequest(hello=nap_session_pb2.Hello(nap_id=nap))
+                await asyncio.Event().wait()
+
+            async for msg in stub.NapSession(hello()):
+                versions[nap] = msg.snapshot.version
+
+        tasks = [asyncio.create_task(session(n)) for n in naps]
+        while len(versions) < len(naps):
+            await asyncio.sleep(0.02)
+        usage = {
+            lid: len(u)
+            for lid, u in core._link_users.items()
+            if topo.nodes[topo.links[lid].a[0]].kind == "switch" and topo.nodes[topo.links[lid].b[0]].kind == "switch"
+        }
+        victim = max(usage, key=lambda k: usage[k])
+        before = dict(versions)
+        t = time.perf_counter()
+        reply = await stub.UpdateLinkState(pce_pb2.UpdateLinkStateRequest(link_id=victim, up=False))
+        affected = set(reply.affected_nap_ids)
+        while any(versions[n] == before[n] for n in affected):
+            await asyncio.sleep(0.001)
+        elapsed = (time.perf_counter() - t) * 1000
+        for task in tasks:
+            task.cancel()
+        return elapsed, len(affected)
+
+
+def reconverge_grpc_figure(repeats: int) -> Figure:
+    """The same failure with 1,000 real NapSession streams: UpdateLinkState -> every affected NAP received its snapshot."""
+    runs = [asyncio.run(_reconverge_over_grpc()) for _ in range(repeats)]
+    cond = f"1,000 NapSession gRPC streams over loopback, NAP clients and PCE in one process on one event loop (the clients' decoding is included), {runs[0][1]} NAPs affected, median of {repeats}"
+    return Figure("reconverge_ms_1k_naps_grpc", statistics.median(r[0] for r in runs), "ms", None, None, cond)
+
+
 async def _rpc_rates(seconds: float) -> tuple[float, float, float]:
     core = PceCore()
     core.apply_topology(
@@ -327,6 +377,7 @@ def run(quick: bool) -> list[Figure]:
     for size, label in sizes:
         figures += path_figures(size, label, queries=100 if quick else 300)
     figures.append(reconverge_figure(3 if quick else 7))
+    figures.append(reconverge_grpc_figure(1 if quick else 3))
     figures += rpc_figures(1.0 if quick else 3.0, 1 if quick else 3)
     figures += fp_free_figures(
         [20, 40, 80, 150, 300, 600] if quick else [20, 40, 60, 80, 150, 300, 600, 1000, 1500, 2500],
