@@ -1,0 +1,452 @@
+"""The NAP's frame switchboard: accepts frames addressed to this NAP (``FID & iLID == iLID``), decodes them, and hands
+them to the stream they belong to — client exchanges (this NAP asked) or server exchanges (a client NAP asked us).
+
+Client side: :meth:`DataPlane.open` starts exchange S with an up stream to the chosen server NAP; the answer arrives on
+a down stream G whose sequence 0 lists the member sessions it answers (one, or several for coincidental multicast), and
+is fed into the exchange's buffer. Server side: an up stream for an unknown S creates a :class:`ServerExchange` handed
+to ``on_server_exchange`` (nap_agent/server_side.py), which answers with :meth:`DataPlane.respond`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from flame_control.icn import frame as fr
+from nap_agent.routes import Route, RouteTable
+from nap_agent.transport import Path, RecvStream, SendStream, StreamBuffer, TransportSettings
+
+log = logging.getLogger("flame.nap.dataplane")
+
+#: How long finished sessions are remembered (to re-acknowledge late duplicates instead of treating them as new).
+LINGER_S = 30.0
+
+
+@dataclass
+class Counters:
+    """Frame and exchange counters (GetStatus, benchmarks)."""
+
+    frames_sent: int = 0
+    frames_received: int = 0
+    frames_not_for_us: int = 0
+    frames_garbage: int = 0
+    frames_unknown_session: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    client_exchanges: int = 0
+    server_exchanges: int = 0
+    multicast_responses: int = 0
+    resets_sent: int = 0
+
+
+@dataclass
+class ClientExchange:
+    """One request (or tunnel) this NAP sent: up stream out, answer in ``buffer``."""
+
+    session: int
+    route: Route
+    up: SendStream
+    buffer: StreamBuffer
+    rcid: bytes
+    kind: fr.FrameType
+    down: RecvStream | None = None
+    group: int = 0
+    reset_reason: str | None = None
+    started: float = 0.0
+
+    @property
+    def close_after(self) -> bool:
+        return self.down is not None and self.down.close_flag
+
+
+@dataclass
+class ServerExchange:
+    """One request (or tunnel) a client NAP sent us."""
+
+    session: int
+    kind: fr.FrameType
+    cid: bytes
+    rcid: bytes
+    recv: RecvStream
+    reply: Path
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass
+class _Group:
+    stream: SendStream
+    members: set[int] = field(default_factory=set)
+
+
+class DataPlane:
+    """Frames in, streams out; one per NAP agent."""
+
+    def __init__(
+        self,
+        nap_id: str,
+        send_frame: Callable[[bytes], None],
+        settings: TransportSettings,
+        clock: Callable[[], float] = time.monotonic,
+        src_mac: bytes = b"\x00" * 6,
+        max_server_exchanges: int = 4096,
+    ) -> None:
+        self.nap_id = nap_id
+        self._send_frame = send_frame
+        self.settings = settings
+        self.clock = clock
+        self.src_mac = src_mac
+        self.max_server_exchanges = max_server_exchanges
+        self.routes = RouteTable()
+        self.counters = Counters()
+        self.exchanges: dict[int, ClientExchange] = {}
+        self.down_groups: dict[int, tuple[RecvStream, list[int]]] = {}
+        self.server: dict[int, ServerExchange] = {}
+        self.groups: dict[int, _Group] = {}
+        self.member_group: dict[int, int] = {}
+        self.lingering: dict[tuple[str, int], tuple[float, int]] = {}
+        self.on_server_exchange: Callable[[ServerExchange], None] = lambda ex: None
+        self.on_ip: Callable[[fr.Frame], None] = lambda f: None
+        self._ticker: asyncio.Task[None] | None = None
+
+    # -- plumbing -------------------------------------------------------------------------------------------------
+    def send(self, data: bytes) -> None:
+        self.counters.frames_sent += 1
+        self.counters.bytes_sent += len(data)
+        self._send_frame(data)
+
+    def start(self) -> None:
+        """Start the timer loop (retransmissions, delayed ACKs, housekeeping)."""
+        if self._ticker is None:
+            self._ticker = asyncio.get_running_loop().create_task(self._tick_loop())
+
+    async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            await asyncio.gather(self._ticker, return_exceptions=True)
+            self._ticker = None
+        for ex in list(self.server.values()):
+            if ex.task is not None:
+                ex.task.cancel()
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.005)
+            self.tick(self.clock())
+
+    def tick(self, now: float) -> None:
+        for ex in list(self.exchanges.values()):
+            ex.up.tick(now)
+            if ex.up.failed and ex.reset_reason is None:
+                self._fail_exchange(ex, f"request stream: {ex.up.failed}")
+        for stream, _ in list(self.down_groups.values()):
+            stream.tick(now)
+        for sx in list(self.server.values()):
+            sx.recv.tick(now)
+        for g in list(self.groups.values()):
+            g.stream.tick(now)
+        if len(self.lingering) > 10000 or random.random() < 0.01:
+            self.lingering = {k: v for k, v in self.lingering.items() if v[0] > now}
+
+    # -- client side ----------------------------------------------------------------------------------------------
+    def open(self, route: Route, kind: fr.FrameType, cid: bytes, rcid: bytes) -> ClientExchange:
+        """Start exchange S towards ``route``'s server NAP; write the request into ``exchange.up``."""
+        session = random.getrandbits(64) or 1
+        while session in self.exchanges:
+            session = random.getrandbits(64) or 1
+        now = self.clock()
+        server = route.server_nap_id
+
+        def reply() -> Path:
+            r = self.routes.to_nap.get(server, route)
+            return r.reverse_fid, r.reverse_label
+
+        up = SendStream(
+            self.send,
+            self.settings,
+            kind,
+            cid,
+            rcid,
+            session,
+            {session: (route.fid, route.label)},
+            reply,
+            now,
+            member_header=False,
+            src_mac=self.src_mac,
+        )
+        ex = ClientExchange(session, route, up, StreamBuffer(), rcid, kind, started=now)
+        self.exchanges[session] = ex
+        self.counters.client_exchanges += 1
+        return ex
+
+    def close(self, ex: ClientExchange, abort: str | None = None) -> None:
+        """Forget a finished exchange (``abort``: tell the server NAP to stop)."""
+        self.exchanges.pop(ex.session, None)
+        if abort is not None:
+            self._reset(ex.route.fid, ex.route.label, ex.session, ex.rcid, abort, down=False)
+        if ex.group:
+            entry = self.down_groups.get(ex.group)
+            if entry is not None:
+                entry[1][:] = [m for m in entry[1] if m != ex.session]
+                if not entry[1]:
+                    del self.down_groups[ex.group]
+                    self.lingering[("down", ex.group)] = (self.clock() + LINGER_S, entry[0].expected)
+
+    def _path_to(self, ex: ClientExchange) -> Route:
+        return self.routes.to_nap.get(ex.route.server_nap_id, ex.route)
+
+    def _fail_exchange(self, ex: ClientExchange, reason: str) -> None:
+        ex.reset_reason = reason
+        ex.buffer.set_error(ConnectionResetError(reason))
+
+    def _down_ack(self, group: int, info: fr.AckInfo) -> None:
+        entry = self.down_groups.get(group)
+        members = entry[1] if entry else [info.member]
+        for member in members:
+            ex = self.exchanges.get(member)
+            if ex is None:
+                continue
+            r = self._path_to(ex)
+            payload = fr.encode_ack(fr.AckInfo(member, info.cumulative, info.window, info.missing))
+            self.send(
+                self._ack_frame(r.fid, r.label, fr.Flags.DOWN, ex.rcid, group, r.reverse_fid, r.reverse_label, payload)
+            )
+
+    def _ack_frame(
+        self, fid: int, label: int, flags: int, rcid: bytes, session: int, rfid: int, rlabel: int, payload: bytes
+    ) -> bytes:
+        return fr.encode(
+            fid, label, fr.FrameType.ACK, flags, b"\0" * 8, rcid, session, 0, rfid, rlabel, payload, self.src_mac
+        )
+
+    def _on_down(self, f: fr.Frame, now: float) -> None:
+        entry = self.down_groups.get(f.session)
+        if entry is not None:
+            entry[0].on_segment(f.seq, f.payload, f.flags, now)
+            return
+        linger = self.lingering.get(("down", f.session))
+        if linger is not None:
+            self.counters.frames_unknown_session += 1
+            return
+        waiting = [ex for ex in self.exchanges.values() if ex.rcid == f.rcid and ex.down is None]
+        if not waiting:
+            self.counters.frames_unknown_session += 1
+            return
+        if f.seq != 0:
+            for ex in waiting:  # we missed sequence 0 (the member list): ask for it
+                self._down_ack_one(ex, f.session, fr.AckInfo(ex.session, 0, self.settings.window, (0,)))
+            return
+        try:
+            members, _ = fr.decode_members(f.payload)
+        except fr.FrameError:
+            self.counters.frames_garbage += 1
+            return
+        mine = [m for m in members if m in self.exchanges and self.exchanges[m].down is None]
+        if not mine:
+            self.counters.frames_unknown_session += 1
+            return
+        first = self.exchanges[mine[0]]
+        stream = RecvStream(
+            lambda info: self._down_ack(f.session, info), mine[0], self.settings, now, True, first.buffer
+        )
+        extra = [self.exchanges[m].buffer for m in mine[1:]]
+        if extra:
+            _fan_out(stream.buffer, extra)
+        for m in mine:
+            self.exchanges[m].down = stream
+            self.exchanges[m].group = f.session
+        self.down_groups[f.session] = (stream, mine)
+        stream.on_segment(f.seq, f.payload, f.flags, now)
+
+    def _down_ack_one(self, ex: ClientExchange, group: int, info: fr.AckInfo) -> None:
+        r = self._path_to(ex)
+        self.send(
+            self._ack_frame(
+                r.fid, r.label, fr.Flags.DOWN, ex.rcid, group, r.reverse_fid, r.reverse_label, fr.encode_ack(info)
+            )
+        )
+
+    # -- server side ----------------------------------------------------------------------------------------------
+    def _on_up(self, f: fr.Frame, now: float) -> None:
+        sx = self.server.get(f.session)
+        if sx is None:
+            linger = self.lingering.get(("up", f.session))
+            if linger is not None:  # finished: the client missed our final ACK
+                info = fr.AckInfo(f.session, linger[1], self.settings.window)
+                self.send(self._ack_frame(f.reply_fid, f.reply_label, 0, f.rcid, f.session, 0, 0, fr.encode_ack(info)))
+                return
+            if f.cid not in self.routes.by_cid or self.routes.by_cid[f.cid] not in self.routes.local_fqdns:
+                self._reset(f.reply_fid, f.reply_label, f.session, f.rcid, "no such service at this NAP", down=True)
+                return
+            if len(self.server) >= self.max_server_exchanges:
+                self._reset(f.reply_fid, f.reply_label, f.session, f.rcid, "server NAP overloaded", down=True)
+                return
+            session, reply_fid, reply_label, rcid = f.session, f.reply_fid, f.reply_label, f.rcid
+
+            def ack(info: fr.AckInfo) -> None:
+                x = self.server.get(session)
+                rf, rl = x.reply if x is not None else (reply_fid, reply_label)
+                self.send(self._ack_frame(rf, rl, 0, rcid, session, 0, 0, fr.encode_ack(info)))
+
+            sx = ServerExchange(
+                session,
+                f.type,
+                f.cid,
+                f.rcid,
+                RecvStream(ack, session, self.settings, now, False),
+                (f.reply_fid, f.reply_label),
+            )
+            self.server[session] = sx
+            self.counters.server_exchanges += 1
+            self.on_server_exchange(sx)
+        if f.reply_fid:
+            sx.reply = (f.reply_fid, f.reply_label)
+        sx.recv.on_segment(f.seq, f.payload, f.flags, now)
+
+    def respond(self, members: dict[int, Path], kind: fr.FrameType, rcid: bytes) -> SendStream:
+        """Open the down stream answering ``members`` (session -> path back); its group id is the first member."""
+        group = next(iter(members))
+        stream = SendStream(
+            self.send,
+            self.settings,
+            kind,
+            b"\0" * 8,
+            rcid,
+            group,
+            members,
+            lambda: (0, 0),
+            self.clock(),
+            member_header=True,
+            src_mac=self.src_mac,
+        )
+        self.groups[group] = _Group(stream, set(members))
+        for m in members:
+            self.member_group[m] = group
+        if len(members) > 1:
+            self.counters.multicast_responses += 1
+        return stream
+
+    def finish_server(self, sx: ServerExchange) -> None:
+        """Forget a server exchange (its answer is done or abandoned)."""
+        self.server.pop(sx.session, None)
+        self.lingering[("up", sx.session)] = (self.clock() + LINGER_S, sx.recv.expected)
+        group = self.member_group.pop(sx.session, None)
+        if group is not None:
+            g = self.groups.get(group)
+            if g is not None:
+                g.members.discard(sx.session)
+                if not g.members:
+                    del self.groups[group]
+
+    def _reset(self, fid: int, label: int, session: int, rcid: bytes, reason: str, down: bool) -> None:
+        if not fid:
+            return
+        self.counters.resets_sent += 1
+        flags = fr.Flags.DOWN if down else 0
+        self.send(
+            fr.encode(
+                fid,
+                label,
+                fr.FrameType.RESET,
+                flags,
+                b"\0" * 8,
+                rcid,
+                session,
+                0,
+                0,
+                0,
+                reason.encode()[:512],
+                self.src_mac,
+            )
+        )
+
+    # -- frames in ------------------------------------------------------------------------------------------------
+    def on_frame(self, data: bytes) -> None:
+        """One frame from the fabric port."""
+        self.counters.frames_received += 1
+        self.counters.bytes_received += len(data)
+        peek = fr.peek_fid(data)
+        if peek is None:
+            self.counters.frames_garbage += 1
+            return
+        if not self.routes.accepts(*peek):
+            self.counters.frames_not_for_us += 1
+            return
+        try:
+            f = fr.decode(data)
+        except fr.FrameError:
+            self.counters.frames_garbage += 1
+            return
+        now = self.clock()
+        t = f.type
+        if t in fr.UP_TYPES:
+            self._on_up(f, now)
+        elif t in fr.DOWN_TYPES:
+            self._on_down(f, now)
+        elif t is fr.FrameType.ACK:
+            self._on_ack(f, now)
+        elif t is fr.FrameType.RESET:
+            self._on_reset(f)
+        elif t is fr.FrameType.IP:
+            self.on_ip(f)
+
+    def _on_ack(self, f: fr.Frame, now: float) -> None:
+        try:
+            info = fr.decode_ack(f.payload)
+        except fr.FrameError:
+            self.counters.frames_garbage += 1
+            return
+        if f.flags & fr.Flags.DOWN:
+            g = self.groups.get(f.session)
+            if g is not None and info.member in g.members:
+                g.stream.on_ack(info, (f.reply_fid, f.reply_label), now)
+            else:
+                self.counters.frames_unknown_session += 1
+        else:
+            ex = self.exchanges.get(f.session)
+            if ex is not None and info.member == f.session:
+                ex.up.on_ack(info, None, now)
+            else:
+                self.counters.frames_unknown_session += 1
+
+    def _on_reset(self, f: fr.Frame) -> None:
+        reason = f.payload.decode(errors="replace")
+        if f.flags & fr.Flags.DOWN:  # from a server NAP about our exchange
+            ex = self.exchanges.get(f.session)
+            if ex is not None:
+                ex.up.fail(reason)
+                self._fail_exchange(ex, reason)
+        else:  # from a client NAP: it gave up on its exchange
+            sx = self.server.get(f.session)
+            if sx is not None:
+                sx.recv.buffer.set_error(ConnectionResetError(reason))
+                if sx.task is not None:
+                    sx.task.cancel()
+            group = self.member_group.get(f.session)
+            if group is not None and group in self.groups:
+                self.groups[group].stream.drop_member(f.session)
+
+
+def _fan_out(primary: StreamBuffer, others: list[StreamBuffer]) -> None:
+    """Feed every byte (and EOF/error) the primary buffer receives into the other local members' buffers too."""
+    feed, eof, err = primary.feed, primary.feed_eof, primary.set_error
+
+    def feed_all(data: bytes) -> None:
+        feed(data)
+        for b in others:
+            b.feed(data)
+
+    def eof_all() -> None:
+        eof()
+        for b in others:
+            b.feed_eof()
+
+    def err_all(exc: BaseException) -> None:
+        err(exc)
+        for b in others:
+            b.set_error(exc)
+
+    primary.feed, primary.feed_eof, primary.set_error = feed_all, eof_all, err_all  # type: ignore[method-assign]
