@@ -77,6 +77,15 @@ class ServerExchange:
 
 
 @dataclass
+class _Linger:
+    expires: float
+    expected: int
+    members: tuple[int, ...] = ()
+    server_nap_id: str = ""
+    rcid: bytes = b""
+
+
+@dataclass
 class _Group:
     stream: SendStream
     members: set[int] = field(default_factory=set)
@@ -107,7 +116,7 @@ class DataPlane:
         self.server: dict[int, ServerExchange] = {}
         self.groups: dict[int, _Group] = {}
         self.member_group: dict[int, int] = {}
-        self.lingering: dict[tuple[str, int], tuple[float, int]] = {}
+        self.lingering: dict[tuple[str, int], _Linger] = {}
         self.on_server_exchange: Callable[[ServerExchange], None] = lambda ex: None
         self.on_ip: Callable[[fr.Frame], None] = lambda f: None
         self._ticker: asyncio.Task[None] | None = None
@@ -149,7 +158,7 @@ class DataPlane:
         for g in list(self.groups.values()):
             g.stream.tick(now)
         if len(self.lingering) > 10000 or random.random() < 0.01:
-            self.lingering = {k: v for k, v in self.lingering.items() if v[0] > now}
+            self.lingering = {k: v for k, v in self.lingering.items() if v.expires > now}
 
     # -- client side ----------------------------------------------------------------------------------------------
     def open(self, route: Route, kind: fr.FrameType, cid: bytes, rcid: bytes) -> ClientExchange:
@@ -193,7 +202,9 @@ class DataPlane:
                 entry[1][:] = [m for m in entry[1] if m != ex.session]
                 if not entry[1]:
                     del self.down_groups[ex.group]
-                    self.lingering[("down", ex.group)] = (self.clock() + LINGER_S, entry[0].expected)
+                    self.lingering[("down", ex.group)] = _Linger(
+                        self.clock() + LINGER_S, entry[0].expected, (ex.session,), ex.route.server_nap_id, ex.rcid
+                    )
 
     def _path_to(self, ex: ClientExchange) -> Route:
         return self.routes.to_nap.get(ex.route.server_nap_id, ex.route)
@@ -228,8 +239,22 @@ class DataPlane:
             entry[0].on_segment(f.seq, f.payload, f.flags, now)
             return
         linger = self.lingering.get(("down", f.session))
-        if linger is not None:
-            self.counters.frames_unknown_session += 1
+        if linger is not None:  # done here; the server missed our final ACK
+            r = self.routes.to_nap.get(linger.server_nap_id)
+            if r is not None and f.seq < linger.expected:
+                info = fr.AckInfo(linger.members[0], linger.expected, self.settings.window)
+                self.send(
+                    self._ack_frame(
+                        r.fid,
+                        r.label,
+                        fr.Flags.DOWN,
+                        linger.rcid,
+                        f.session,
+                        r.reverse_fid,
+                        r.reverse_label,
+                        fr.encode_ack(info),
+                    )
+                )
             return
         waiting = [ex for ex in self.exchanges.values() if ex.rcid == f.rcid and ex.down is None]
         if not waiting:
@@ -275,7 +300,7 @@ class DataPlane:
         if sx is None:
             linger = self.lingering.get(("up", f.session))
             if linger is not None:  # finished: the client missed our final ACK
-                info = fr.AckInfo(f.session, linger[1], self.settings.window)
+                info = fr.AckInfo(f.session, linger.expected, self.settings.window)
                 self.send(self._ack_frame(f.reply_fid, f.reply_label, 0, f.rcid, f.session, 0, 0, fr.encode_ack(info)))
                 return
             if f.cid not in self.routes.by_cid or self.routes.by_cid[f.cid] not in self.routes.local_fqdns:
@@ -332,7 +357,7 @@ class DataPlane:
     def finish_server(self, sx: ServerExchange) -> None:
         """Forget a server exchange (its answer is done or abandoned)."""
         self.server.pop(sx.session, None)
-        self.lingering[("up", sx.session)] = (self.clock() + LINGER_S, sx.recv.expected)
+        self.lingering[("up", sx.session)] = _Linger(self.clock() + LINGER_S, sx.recv.expected)
         group = self.member_group.pop(sx.session, None)
         if group is not None:
             g = self.groups.get(group)

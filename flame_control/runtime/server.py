@@ -117,12 +117,25 @@ class ServiceHost:
             self._channels[key] = open_channel(self.config, self.config.peer_target(key), self._token)
         return self._channels[key]
 
+    def channel_for(self, target: str) -> grpc.aio.Channel:
+        """A shared channel to an explicit ``host:port`` (lazily opened)."""
+        key = "target:" + target
+        if key not in self._channels:
+            self._channels[key] = open_channel(self.config, target, self._token)
+        return self._channels[key]
+
     def build(self, key: str) -> ServiceSpec:
         """Import a service module and build its spec."""
         module = importlib.import_module(SERVICE_MODULES[key])
         state_dir = Path(self.config.state_dir) / key
         state_dir.mkdir(parents=True, exist_ok=True)
-        ctx = ServiceContext(key=key, settings=self.settings[key], state_dir=state_dir, channel_to=self.channel_to)
+        ctx = ServiceContext(
+            key=key,
+            settings=self.settings[key],
+            state_dir=state_dir,
+            channel_to=self.channel_to,
+            channel_for=self.channel_for,
+        )
         spec: ServiceSpec = module.build(ctx)
         return spec
 

@@ -88,3 +88,6 @@ class ServiceContext:
     state_dir: Path
     #: Opens a channel to a peer service by key (``"pce"``, ``"clmc"``...), with the configured TLS and token.
     channel_to: Callable[[str], grpc.aio.Channel]
+    #: Opens a channel to an explicit ``host:port`` (e.g. one of several PCE replicas) with the same TLS and token;
+    #: None outside the runtime (tests may pass their own).
+    channel_for: Callable[[str], grpc.aio.Channel] | None = None

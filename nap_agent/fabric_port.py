@@ -1,0 +1,145 @@
+"""How frames leave and enter a NAP: ``emulated`` (UDP to the PCE's emulated fabric on loopback; no root; the embedded
+default, docs/emulated-fabric.md) or ``raw`` (AF_PACKET on the interface attached to an OVS bridge; root)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from flame_control.icn import frame as fr
+
+log = logging.getLogger("flame.nap.fabric")
+SOCKET_BUFFER = 8 << 20
+ETH_P_ICN = 0x86DD
+
+
+class FabricPort:
+    """Common surface: ``send(frame)``, ``close()``, ``mtu``, ``mac``."""
+
+    mtu: int = 1500
+    mac: bytes = b"\x00" * 6
+    kind: str = ""
+
+    def send(self, frame: bytes) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class EmulatedPort(FabricPort, asyncio.DatagramProtocol):
+    """Attached to the emulated fabric: ``ATTACH <nap_id>`` then one Ethernet frame per datagram."""
+
+    kind = "emulated"
+
+    def __init__(self, nap_id: str, fabric: tuple[str, int], on_frame: Callable[[bytes], None], mtu: int) -> None:
+        self.nap_id, self.fabric_addr, self.on_frame, self.mtu = nap_id, fabric, on_frame, mtu
+        self.transport: asyncio.DatagramTransport | None = None
+        self.attached = asyncio.Event()
+        self.error: str | None = None
+        self._attacher: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        """Bind and keep attaching in the background (the fabric may start later, or not know this NAP yet: the
+        topology can arrive after us); :attr:`attached` is set once the fabric confirmed, :attr:`error` says why not."""
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+        sock.bind(("127.0.0.1", 0))
+        sock.connect(self.fabric_addr)
+        transport, _ = await loop.create_datagram_endpoint(lambda: self, sock=sock)
+        self.transport = transport
+        self._attacher = loop.create_task(self._attach())
+
+    async def _attach(self) -> None:
+        delay = 0.05
+        while not self.attached.is_set():
+            if self.transport is None or self.transport.is_closing():
+                return
+            self.transport.sendto(f"ATTACH {self.nap_id}".encode())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.attached.wait(), delay)
+            delay = min(delay * 2, 2.0)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if data[:1] in (b"A", b"E") and len(data) < 300:
+            text = data.decode(errors="replace")
+            if text.startswith("ATTACHED "):
+                self.error = None
+                self.attached.set()
+                return
+            if text.startswith("ERROR "):
+                if self.error != text[6:]:
+                    log.warning("fabric refused attach", extra={"fields": {"nap": self.nap_id, "error": text[6:]}})
+                self.error = text[6:]
+                return
+        self.on_frame(data)
+
+    def error_received(self, exc: Exception) -> None:  # ICMP port unreachable while the fabric restarts
+        log.debug("fabric socket error: %s", exc)
+
+    def send(self, frame: bytes) -> None:
+        if self.transport is not None:
+            self.transport.sendto(frame)
+
+    def close(self) -> None:
+        if self._attacher is not None:
+            self._attacher.cancel()
+        if self.transport is not None:
+            self.transport.close()
+
+
+class RawPort(FabricPort):
+    """AF_PACKET on an interface attached to an OVS bridge (root). Frames we sent ourselves are ignored."""
+
+    kind = "raw"
+
+    def __init__(self, interface: str, on_frame: Callable[[bytes], None]) -> None:
+        self.interface, self.on_frame = interface, on_frame
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ICN))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+        self.sock.bind((interface, ETH_P_ICN))
+        self.sock.setblocking(False)
+        self.mac = self.sock.getsockname()[4][:6]
+        with open(f"/sys/class/net/{interface}/mtu") as fh:
+            self.mtu = int(fh.read())
+        self.send_errors = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def open(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self.sock.fileno(), self._readable)
+
+    def _readable(self) -> None:
+        for _ in range(256):
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            if addr[2] != socket.PACKET_OUTGOING:
+                self.on_frame(data)
+
+    def send(self, frame: bytes) -> None:
+        try:
+            self.sock.send(frame)
+        except (BlockingIOError, InterruptedError):
+            self.send_errors += 1  # the transport retransmits
+        except OSError as exc:
+            self.send_errors += 1
+            log.warning("raw send on %s failed: %s", self.interface, exc)
+
+    def close(self) -> None:
+        if self._loop is not None:
+            self._loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+
+
+def payload_size(port: FabricPort) -> int:
+    """Stream segment size for a port's MTU."""
+    return fr.max_payload(port.mtu)

@@ -1,0 +1,93 @@
+"""An emulated-fabric FLAME edge for NAP tests and benchmarks: a real PCE gRPC server with the emulated fabric and the
+roadmap topology, real NAP agents attached over UDP on loopback with real NAP sessions, origin servers in their own
+processes. Everything stops and is cleaned up on exit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flame_control.runtime import testing
+from flame_control.runtime.service import ServiceContext
+from nap_agent.agent import LocalServiceConfig, NapAgent, Settings
+from pce.service import Settings as PceSettings
+from pce.service import build as build_pce
+from tests.support.procs import ProcessGroup
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "topologies" / "flame-integration.yaml"
+VOD = "vod.video.flame.example"
+
+
+@dataclass
+class Env:
+    """What a test gets."""
+
+    pce_target: str
+    pce: Any
+    agents: dict[str, NapAgent] = field(default_factory=dict)
+
+    def http(self, nap_id: str) -> int:
+        return self.agents[nap_id].http_port
+
+    async def route_to(self, nap_id: str, fqdn: str, server_nap: str | None = None, timeout: float = 10.0) -> None:
+        """Wait until ``nap_id`` has a route for ``fqdn`` (to ``server_nap`` first, when given)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                best = self.agents[nap_id].dp.routes.best(fqdn)
+                if best is not None and (server_nap is None or best.server_nap_id == server_nap):
+                    return
+                await asyncio.sleep(0.02)
+
+
+def start_origin(group: ProcessGroup, name: str) -> int:
+    """Start an origin server process; returns its port."""
+    proc = group.start(
+        f"origin-{name}",
+        [sys.executable, "-m", "tests.support.origin", "--name", name],
+        ready=lambda: "port" in (group.workdir / f"origin-{name}.log").read_text(errors="replace"),
+    )
+    return int(json.loads(proc.output().splitlines()[0])["port"])
+
+
+@asynccontextmanager
+async def emulated_edge(
+    tmp: Path, naps: dict[str, list[LocalServiceConfig]], **nap_settings: Any
+) -> AsyncIterator[Env]:
+    """PCE + emulated fabric + one in-process NAP agent per entry of ``naps`` (with its local services)."""
+    spec = build_pce(
+        ServiceContext(
+            "pce",
+            PceSettings(topology_file=EXAMPLE, fabric="emulated", emulated_port=0),
+            tmp,
+            channel_to=lambda key: None,  # type: ignore[arg-type,return-value]
+        )
+    )
+    async with testing.running_server(spec) as target:
+        servicer: Any = spec.servicer
+        env = Env(target, servicer)
+        try:
+            for nap_id, services in naps.items():
+                settings = Settings(
+                    nap_id=nap_id,
+                    fabric=f"127.0.0.1:{servicer.driver.port}",
+                    pce_endpoints=[target],
+                    http_listen="127.0.0.1:0",
+                    tls_listen="127.0.0.1:0",
+                    local_services=services,
+                    **nap_settings,
+                )
+                agent = NapAgent(settings, channel=testing.channel)
+                env.agents[nap_id] = agent
+                await agent.start()
+            for agent in env.agents.values():
+                await agent.wait_ready()
+            yield env
+        finally:
+            for agent in env.agents.values():
+                await agent.stop()
