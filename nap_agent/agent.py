@@ -62,8 +62,9 @@ class Settings(BaseModel):
     tls_listen: str = ""
     #: FQDNs this NAP fronts, announced to the PCE (SFR-10/11).
     local_services: list[LocalServiceConfig] = []
-    #: Frames in flight per stream, and the first retransmission timeout.
+    #: Frames in flight per stream (at most), bytes in flight per stream (at most), first retransmission timeout.
     window: int = 256
+    window_bytes: int = 1 << 20
     rto_s: float = 0.05
     #: Client side: request-head timeout (slowloris guard) and response timeout (504 after it).
     header_timeout_s: float = 10.0
@@ -134,6 +135,7 @@ class NapAgent:
             self.port = emu
         self.dp.src_mac = self.port.mac
         self.dp.settings.segment = payload_size(self.port)
+        self.dp.settings.window = max(8, min(s.window, s.window_bytes // self.dp.settings.segment))
         self.apply(RouteTable())
         self.dp.start()
         host, port = _hostport(s.http_listen)

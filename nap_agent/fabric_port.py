@@ -11,9 +11,9 @@ from collections.abc import Callable
 from typing import Any
 
 from flame_control.icn import frame as fr
+from pce.switch.emulated import set_socket_buffers
 
 log = logging.getLogger("flame.nap.fabric")
-SOCKET_BUFFER = 8 << 20
 ETH_P_ICN = 0x86DD
 
 
@@ -48,8 +48,7 @@ class EmulatedPort(FabricPort, asyncio.DatagramProtocol):
         topology can arrive after us); :attr:`attached` is set once the fabric confirmed, :attr:`error` says why not."""
         loop = asyncio.get_running_loop()
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+        set_socket_buffers(sock)
         sock.bind(("127.0.0.1", 0))
         sock.connect(self.fabric_addr)
         transport, _ = await loop.create_datagram_endpoint(lambda: self, sock=sock)
@@ -102,8 +101,7 @@ class RawPort(FabricPort):
     def __init__(self, interface: str, on_frame: Callable[[bytes], None]) -> None:
         self.interface, self.on_frame = interface, on_frame
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ICN))
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+        set_socket_buffers(self.sock)
         self.sock.bind((interface, ETH_P_ICN))
         self.sock.setblocking(False)
         self.mac = self.sock.getsockname()[4][:6]

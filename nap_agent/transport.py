@@ -224,7 +224,9 @@ class SendStream:
                 m.last_probe = now
                 m.rto = min(m.rto * 2, self.s.rto_max_s)
                 self.retransmissions += 1
-                self._send(m.cumulative if waiting else self.next_seq, [m])
+                # tail-loss probe: resend the newest segment, so a receiver that lost a burst sees the gap and
+                # NACKs all of it at once (the oldest one when that is all that is missing)
+                self._send(max(m.cumulative, self.next_seq - 1) if waiting else self.next_seq, [m])
 
     def fail(self, reason: str) -> None:
         """Give up (reported to the producer through :meth:`drain` and :attr:`failed`)."""

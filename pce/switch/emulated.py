@@ -10,7 +10,9 @@ port, and it receives every frame the switches output towards its port.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +27,20 @@ log = logging.getLogger("flame.pce.emulated")
 
 ETHERTYPE_ICN = 0x86DD
 MAX_FRAME = 65507
+
+
+SOCKET_BUFFER = 8 << 20
+
+
+def set_socket_buffers(sock: socket.socket, size: int = SOCKET_BUFFER) -> None:
+    """Large send/receive buffers so bursts of frames are not dropped on loopback: above net.core.rmem_max when root
+    (SO_RCVBUFFORCE), otherwise as much as the kernel allows."""
+    for force, plain in ((33, socket.SO_RCVBUF), (32, socket.SO_SNDBUF)):  # SO_RCVBUFFORCE, SO_SNDBUFFORCE
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+        except OSError:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, plain, size)
 
 
 @dataclass
@@ -69,7 +85,10 @@ class EmulatedDriver(asyncio.DatagramProtocol):
     async def listen(self) -> int:
         """Open the UDP socket; returns the bound port."""
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=(self.host, self.port))
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((self.host, self.port))
+        set_socket_buffers(sock)
+        transport, _ = await loop.create_datagram_endpoint(lambda: self, sock=sock)
         self.transport = transport
         self.port = int(transport.get_extra_info("sockname")[1])
         log.info("emulated fabric listening", extra={"fields": {"address": f"{self.host}:{self.port}"}})

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import sys
@@ -57,7 +58,12 @@ class Origin:
             writer.close()
 
     async def route(
-        self, method: str, path: str, headers: dict[str, str], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
     ) -> bool:
         parts = path.strip("/").split("/")
         extra = f"X-Origin: {self.name}\r\n"
@@ -139,10 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--name", default="origin")
     ns = p.parse_args(argv)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(ns.host, ns.port, ns.name))
-    except KeyboardInterrupt:
-        pass
     return 0
 
 
