@@ -54,6 +54,9 @@ class Settings(BaseModel):
     emulated_mtu: int = 16384
     #: Interface attached to the OVS bridge (raw transport).
     interface: str = ""
+    #: Network namespace of the data plane (fabric interface, user listeners, local endpoints); the PCE session stays
+    #: in the agent's own namespace. Empty = the agent's namespace. Needs root.
+    netns: str = ""
     #: PCE endpoints (host:port), tried in order with jittered backoff; empty = the configured PCE peer.
     pce_endpoints: list[str] = []
     #: Where users' HTTP connections are accepted (explicit proxy or transparent redirect); port 0 = any.
@@ -96,8 +99,11 @@ class NapAgent:
         self.client = ClientSide(
             self.dp,
             ClientSettings(header_timeout_s=settings.header_timeout_s, response_timeout_s=settings.response_timeout_s),
+            settings.netns,
         )
-        self.server = ServerSide(self.dp, self._endpoint, ServerSettings(coalesce_window_s=settings.coalesce_window_s))
+        self.server = ServerSide(
+            self.dp, self._endpoint, ServerSettings(coalesce_window_s=settings.coalesce_window_s), settings.netns
+        )
         self.pce: PceLink | None = None
         self.http_port = 0
         self.tls_port = 0
@@ -126,7 +132,7 @@ class NapAgent:
     async def start(self) -> None:
         s = self.settings
         if s.transport == "raw":
-            raw = RawPort(s.interface, self.dp.on_frame)
+            raw = RawPort(s.interface, self.dp.on_frame, s.netns)
             await raw.open()
             self.port = raw
         else:

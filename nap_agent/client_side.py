@@ -19,6 +19,7 @@ from flame_control.icn import cid as cidlib
 from flame_control.icn import frame as fr
 from nap_agent import http1, sni
 from nap_agent.dataplane import ClientExchange, DataPlane
+from nap_agent.netns import listening_socket
 
 log = logging.getLogger("flame.nap.client")
 
@@ -50,20 +51,22 @@ class ClientCounters:
 class ClientSide:
     """HTTP and TLS listeners of one NAP."""
 
-    def __init__(self, dp: DataPlane, settings: ClientSettings) -> None:
+    def __init__(self, dp: DataPlane, settings: ClientSettings, netns: str = "") -> None:
         self.dp = dp
+        self.netns = netns
         self.s = settings
         self.counters = ClientCounters()
         self.servers: list[asyncio.Server] = []
         self._conns: set[asyncio.Task[None]] = set()
 
     async def listen_http(self, host: str, port: int) -> int:
-        server = await asyncio.start_server(self._http_conn, host, port, limit=http1.MAX_HEAD)
+        sock = listening_socket(self.netns, host, port)
+        server = await asyncio.start_server(self._http_conn, sock=sock, limit=http1.MAX_HEAD)
         self.servers.append(server)
         return int(server.sockets[0].getsockname()[1])
 
     async def listen_tls(self, host: str, port: int) -> int:
-        server = await asyncio.start_server(self._tls_conn, host, port)
+        server = await asyncio.start_server(self._tls_conn, sock=listening_socket(self.netns, host, port))
         self.servers.append(server)
         return int(server.sockets[0].getsockname()[1])
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flame_control.icn import frame as fr
+from nap_agent.netns import interface_mtu, packet_socket
 from pce.switch.emulated import set_socket_buffers
 
 log = logging.getLogger("flame.nap.fabric")
@@ -98,15 +99,14 @@ class RawPort(FabricPort):
 
     kind = "raw"
 
-    def __init__(self, interface: str, on_frame: Callable[[bytes], None]) -> None:
+    def __init__(self, interface: str, on_frame: Callable[[bytes], None], netns: str = "") -> None:
         self.interface, self.on_frame = interface, on_frame
-        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ICN))
+        self.sock = packet_socket(netns, ETH_P_ICN)
         set_socket_buffers(self.sock)
         self.sock.bind((interface, ETH_P_ICN))
         self.sock.setblocking(False)
         self.mac = self.sock.getsockname()[4][:6]
-        with open(f"/sys/class/net/{interface}/mtu") as fh:
-            self.mtu = int(fh.read())
+        self.mtu = interface_mtu(self.sock, interface)
         self.send_errors = 0
         self._loop: asyncio.AbstractEventLoop | None = None
 

@@ -18,6 +18,7 @@ from flame_control.icn import cid as cidlib
 from flame_control.icn import frame as fr
 from nap_agent import http1
 from nap_agent.dataplane import DataPlane, ServerExchange
+from nap_agent.netns import tcp_socket
 from nap_agent.transport import Path, SendStream
 
 log = logging.getLogger("flame.nap.server")
@@ -53,9 +54,14 @@ class ServerSide:
     """Serves the server exchanges of one NAP."""
 
     def __init__(
-        self, dp: DataPlane, local: Callable[[str, bool], tuple[str, int] | None], settings: ServerSettings
+        self,
+        dp: DataPlane,
+        local: Callable[[str, bool], tuple[str, int] | None],
+        settings: ServerSettings,
+        netns: str = "",
     ) -> None:
         self.dp = dp
+        self.netns = netns
         self.local = local
         self.s = settings
         self.pool: dict[tuple[str, int], list[_Conn]] = {}
@@ -211,8 +217,18 @@ class ServerSide:
             if not conn.reader.at_eof() and not conn.writer.is_closing():
                 return conn
             conn.writer.close()
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(*endpoint), self.s.connect_timeout_s)
+        reader, writer = await asyncio.wait_for(self._connect(endpoint), self.s.connect_timeout_s)
         return _Conn(reader, writer)
+
+    async def _connect(self, endpoint: tuple[str, int]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A TCP connection to a local endpoint, from the data-plane namespace."""
+        sock = tcp_socket(self.netns)
+        try:
+            await asyncio.get_running_loop().sock_connect(sock, endpoint)
+        except BaseException:
+            sock.close()
+            raise
+        return await asyncio.open_connection(sock=sock)
 
     def _release(self, endpoint: tuple[str, int], conn: _Conn) -> None:
         idle = self.pool.setdefault(endpoint, [])
@@ -241,7 +257,7 @@ class ServerSide:
             stream.write(b"", fin=True)
             return
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(*endpoint), self.s.connect_timeout_s)
+            reader, writer = await asyncio.wait_for(self._connect(endpoint), self.s.connect_timeout_s)
         except (OSError, TimeoutError):
             stream.write(b"", fin=True)
             return
