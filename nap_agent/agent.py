@@ -127,7 +127,7 @@ class NapAgent:
         table.local_fqdns = table.local_fqdns | frozenset(self.local)
         for name in self.local:
             table.by_cid[cidlib.http_cid(name)] = name
-        self.dp.routes = table
+        self.dp.set_routes(table)
 
     async def start(self) -> None:
         s = self.settings

@@ -160,6 +160,19 @@ class DataPlane:
         if len(self.lingering) > 10000 or random.random() < 0.01:
             self.lingering = {k: v for k, v in self.lingering.items() if v.expires > now}
 
+    def set_routes(self, table: RouteTable) -> None:
+        """Apply a new snapshot. Streams in flight move to the new paths at once (SFR-13): up streams send on the new
+        FID, and every unfinished down stream acknowledges now, carrying the new reverse FID to its server NAP."""
+        self.routes = table
+        for ex in self.exchanges.values():
+            r = table.to_nap.get(ex.route.server_nap_id)
+            member = ex.up.members.get(ex.session)
+            if r is not None and member is not None and member.path != (r.fid, r.label):
+                member.path = (r.fid, r.label)
+        for stream, _ in list(self.down_groups.values()):
+            if not stream.complete:
+                stream.ack()
+
     # -- client side ----------------------------------------------------------------------------------------------
     def open(self, route: Route, kind: fr.FrameType, cid: bytes, rcid: bytes) -> ClientExchange:
         """Start exchange S towards ``route``'s server NAP; write the request into ``exchange.up``."""

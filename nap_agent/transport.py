@@ -38,6 +38,8 @@ class TransportSettings:
     ack_delay_s: float = 0.005
     #: Receive buffer (bytes not yet consumed) that the advertised window protects.
     receive_buffer: int = 8 << 20
+    #: Congestion window a stream starts with (frames).
+    initial_cwnd: int = 16
 
 
 @dataclass
@@ -89,6 +91,11 @@ class SendStream:
         self.finished = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
+        # AIMD congestion window (frames): slow start to ssthresh, then +1 per window; halved at most once per RTO
+        # when the receiver reports a gap, back to the initial window after a timeout
+        self.cwnd = float(min(settings.initial_cwnd, settings.window))
+        self.ssthresh = float(settings.window)
+        self._last_cut = -1.0
 
     # -- writer side --------------------------------------------------------------------------------------------------
     def write(self, data: bytes, fin: bool = False, close: bool = False, flush: bool = False) -> None:
@@ -166,7 +173,7 @@ class SendStream:
         live = [m for m in self.members.values() if not m.done]
         if not live:
             return
-        limit = min(self.s.window, min(m.window for m in live))
+        limit = min(self.s.window, int(self.cwnd), min(m.window for m in live))
         end = self.first + len(self.segments)
         while self.next_seq < end and self.next_seq < self._base() + max(limit, 1):
             self._send(self.next_seq, live)
@@ -181,17 +188,33 @@ class SendStream:
             m.path = reply
         m.last_heard = now
         if info.cumulative > m.cumulative:
+            acked = min(info.cumulative, self.next_seq) - m.cumulative
+            self.cwnd = min(
+                float(self.s.window), self.cwnd + (acked if self.cwnd < self.ssthresh else acked / self.cwnd)
+            )
             m.cumulative = min(info.cumulative, self.next_seq)
             m.last_progress = now
             m.rto = self.s.rto_s
             for seq in [s for s in m.retransmitted if s < m.cumulative]:
                 del m.retransmitted[seq]
         m.window = info.window
+        if info.missing and now - self._last_cut >= self.s.rto_s:
+            self._last_cut = now
+            self.ssthresh = max(self.cwnd / 2, 4.0)
+            self.cwnd = self.ssthresh
         for seq in info.missing:
             if m.cumulative <= seq < self.next_seq and now - m.retransmitted.get(seq, -1.0) >= self.s.rto_s:
-                m.retransmitted[seq] = now
+                # loss on the shared part of a multicast tree hits every member: one retransmission to all members
+                # still missing it (a member that had it out of order drops a duplicate)
+                targets = [
+                    x
+                    for x in self.members.values()
+                    if not x.done and x.cumulative <= seq and now - x.retransmitted.get(seq, -1.0) >= self.s.rto_s
+                ]
+                for x in targets:
+                    x.retransmitted[seq] = now
                 self.retransmissions += 1
-                self._send(seq, [m])
+                self._send(seq, targets)
         if self.fin and m.cumulative > self._last():
             m.done = True
         self._release()
@@ -222,6 +245,8 @@ class SendStream:
                 return
             if now - max(m.last_progress, m.last_probe) >= m.rto:
                 m.last_probe = now
+                self.ssthresh = max(self.cwnd / 2, 4.0)
+                self.cwnd = float(min(self.s.initial_cwnd, self.s.window))
                 m.rto = min(m.rto * 2, self.s.rto_max_s)
                 self.retransmissions += 1
                 # tail-loss probe: resend the newest segment, so a receiver that lost a burst sees the gap and
@@ -401,9 +426,10 @@ class RecvStream:
         self.send_ack(AckInfo(self.member, self.expected, self._advertised, self.missing()))
 
     def tick(self, now: float) -> None:
-        """Delayed ACK; while a gap stays open, re-request what is missing every few RTOs."""
+        """Delayed ACK; while the stream is unfinished and quiet, acknowledge every few RTOs anyway (re-requesting gaps,
+        and telling a sender whose frames are lost on a failed path where we are: it retransmits from there)."""
         due = self.unacked and now - self.last_ack >= self.s.ack_delay_s
-        stalled = self.out_of_order and now - self.last_ack >= self.s.rto_s * 4
-        if due or stalled:
+        quiet = not self.complete and now - max(self.last_ack, self.last_frame) >= self.s.rto_s * 4
+        if due or quiet:
             self.ack()
             self.last_ack = now
