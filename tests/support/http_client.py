@@ -18,7 +18,9 @@ import threading
 import time
 
 
-def run(port: int, host: str, paths: list[str], concurrency: int, keepalive: bool, timeout: float) -> dict[str, object]:
+def run(
+    port: int, host: str, paths: list[str], concurrency: int, keepalive: bool, timeout: float, addr: str = "127.0.0.1"
+) -> dict[str, object]:
     results: list[tuple[int, str, int, float]] = [(0, "", 0, 0.0)] * len(paths)
     next_index = iter(range(len(paths)))
     lock = threading.Lock()
@@ -33,7 +35,7 @@ def run(port: int, host: str, paths: list[str], concurrency: int, keepalive: boo
             t0 = time.perf_counter()
             try:
                 if conn is None or not keepalive:
-                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+                    conn = http.client.HTTPConnection(addr, port, timeout=timeout)
                 conn.request("GET", paths[i], headers={"Host": host})
                 resp = conn.getresponse()
                 digest, length = hashlib.sha256(), 0
@@ -71,9 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=1)
     p.add_argument("--keepalive", action="store_true")
     p.add_argument("--timeout", type=float, default=120.0)
+    p.add_argument("--addr", default="127.0.0.1", help="server address (the NAP, or an origin for direct runs)")
     ns = p.parse_args(argv)
     paths = [ns.path[i % len(ns.path)] for i in range(ns.requests)]
-    print(json.dumps(run(ns.port, ns.host, paths, ns.concurrency, ns.keepalive, ns.timeout)), flush=True)
+    print(json.dumps(run(ns.port, ns.host, paths, ns.concurrency, ns.keepalive, ns.timeout, ns.addr)), flush=True)
     return 0
 
 

@@ -38,9 +38,9 @@ class OvsEdge:
     def bed(self) -> OvsTestbed:
         return self.fabric.bed  # type: ignore[no-any-return]
 
-    def start_origin(self, host: str, name: str, tls: tuple[str, str] | None = None) -> int:
+    def start_origin(self, host: str, name: str, tls: tuple[str, str] | None = None, addr: str = "127.0.0.1") -> int:
         """An origin server process inside ``host``'s namespace; returns its port there."""
-        argv = [sys.executable, "-m", "tests.support.origin", "--name", name]
+        argv = [sys.executable, "-m", "tests.support.origin", "--name", name, "--host", addr]
         if tls is not None:
             argv = [sys.executable, "-m", "tests.support.tls_origin", "--cert", tls[0], "--key", tls[1]]
         p = self.bed.popen_in(host, argv)
@@ -48,9 +48,19 @@ class OvsEdge:
         assert p.stdout is not None
         return int(json.loads(p.stdout.readline())["port"])
 
-    def client(self, host: str, fqdn: str, paths: list[str], requests: int = 1, concurrency: int = 1) -> dict[str, Any]:
-        """Run the test HTTP client inside ``host``'s namespace against its NAP (blocking: call via to_thread)."""
-        argv = [sys.executable, "-m", "tests.support.http_client", "--port", str(HTTP_PORT), "--host", fqdn]
+    def client(
+        self,
+        host: str,
+        fqdn: str,
+        paths: list[str],
+        requests: int = 1,
+        concurrency: int = 1,
+        addr: str = "127.0.0.1",
+        port: int = HTTP_PORT,
+    ) -> dict[str, Any]:
+        """Run the test HTTP client inside ``host``'s namespace against its NAP, or ``addr:port`` (blocking: call via
+        to_thread)."""
+        argv = [sys.executable, "-m", "tests.support.http_client", "--port", str(port), "--host", fqdn, "--addr", addr]
         for path in paths:
             argv += ["--path", path]
         argv += ["--requests", str(requests), "--concurrency", str(concurrency), "--keepalive"]
@@ -58,6 +68,24 @@ class OvsEdge:
         if out.returncode != 0:
             raise RuntimeError(out.stderr)
         return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+    def direct_link(self, a: str, b: str) -> tuple[str, str]:
+        """A plain IP veth link between two hosts' namespaces (the benchmarks' direct baseline, bypassing NAPs and
+        OVS); returns (address in a, address in b). Removed with the namespaces."""
+        ns_a, ns_b = self.bed.hosts[a].netns, self.bed.hosts[b].netns
+        va, vb = f"{self.bed.prefix}da"[:15], f"{self.bed.prefix}db"[:15]
+        cmds = [
+            ["ip", "link", "add", va, "type", "veth", "peer", "name", vb],
+            ["ip", "link", "set", va, "netns", ns_a],
+            ["ip", "link", "set", vb, "netns", ns_b],
+            ["ip", "-n", ns_a, "addr", "add", "10.99.0.1/30", "dev", va],
+            ["ip", "-n", ns_b, "addr", "add", "10.99.0.2/30", "dev", vb],
+            ["ip", "-n", ns_a, "link", "set", va, "up"],
+            ["ip", "-n", ns_b, "link", "set", vb, "up"],
+        ]
+        for cmd in cmds:
+            subprocess.run(cmd, check=True, capture_output=True)
+        return "10.99.0.1", "10.99.0.2"
 
     def tx_bytes_from(self, host: str) -> int:
         """Bytes the NAP host sent into its switch port (rx on the bridge-side veth end)."""

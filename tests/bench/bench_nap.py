@@ -1,0 +1,196 @@
+"""NAP data-plane benchmarks (`flame bench nap`): direct HTTP vs through NAP -> fabric -> NAP, side by side in one run.
+
+On real OVS when root (the roadmap topology: three userspace bridges programmed by the PCE through os-ken, NAP agents
+on raw interfaces in per-host namespaces; the direct baseline goes over a plain veth between the client's and the
+origin's namespaces), on the emulated fabric otherwise (PCE, fabric and NAP agents in this process; direct = loopback).
+Clients and origins are separate processes (tests/support/http_client.py, tests/support/origin.py).
+
+Figures: added latency of a small GET (p50/p99), 100 MB download throughput and its ratio to direct, requests/s with 50
+concurrent clients and its ratio, and server-link bytes for N concurrent clients of one resource (KPI F3.5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flame_control.benchmark import Figure, median, percentile
+from nap_agent.agent import LocalServiceConfig
+from tests.support.procs import ProcessGroup
+
+VOD = "vod.video.flame.example"
+CLIENT_NAPS = ("nap-edge-a1", "nap-edge-a2", "nap-edge-b1")
+CONDITIONS = "2-core host; Python NAP agents (asyncio); clients and origins are separate processes"
+
+
+@dataclass
+class Rig:
+    """One fabric under test: how to run a client through the NAP or directly, and what the server link carried."""
+
+    kind: str
+    #: (client NAP, paths, requests, concurrency, direct) -> http_client JSON
+    client: Callable[[str, list[str], int, int, bool], dict[str, Any]]
+    server_bytes: Callable[[], int]
+
+
+def _local_client(addr: str, tcp_port: int, paths: list[str], requests: int, concurrency: int) -> dict[str, Any]:
+    argv = [sys.executable, "-m", "tests.support.http_client", "--port", str(tcp_port), "--host", VOD]
+    argv += ["--addr", addr, "--requests", str(requests), "--concurrency", str(concurrency), "--keepalive"]
+    for p in paths:
+        argv += ["--path", p]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=True)
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+@asynccontextmanager
+async def emulated_rig(tmp: Path) -> AsyncIterator[Rig]:
+    from tests.support.nap_env import emulated_edge, start_origin
+
+    with _group(tmp) as group:
+        origin = start_origin(group, "dc")
+        naps: dict[str, list[LocalServiceConfig]] = {
+            "nap-dc": [LocalServiceConfig(fqdn=VOD, endpoint=f"127.0.0.1:{origin}")],
+            **{n: [] for n in CLIENT_NAPS},
+        }
+        async with emulated_edge(tmp, naps) as env:
+            for n in CLIENT_NAPS:
+                await env.route_to(n, VOD)
+
+            def client(nap: str, paths: list[str], requests: int, concurrency: int, direct: bool) -> dict[str, Any]:
+                port = origin if direct else env.http(nap)
+                return _local_client("127.0.0.1", port, paths, requests, concurrency)
+
+            yield Rig("emulated", client, lambda: env.agents["nap-dc"].dp.counters.bytes_sent)
+
+
+@asynccontextmanager
+async def ovs_rig(tmp: Path) -> AsyncIterator[Rig]:
+    from tests.support.nap_ovs import ovs_edge
+
+    with _group(tmp) as group:
+        naps: dict[str, list[tuple[str, str]]] = {"nap-dc": [(VOD, "dc")], **{n: [] for n in CLIENT_NAPS}}
+        async with ovs_edge(tmp, group, naps) as edge:
+            for n in CLIENT_NAPS:
+                while edge.agents[n].dp.routes.best(VOD) is None:
+                    await asyncio.sleep(0.05)
+            _, origin_addr = edge.direct_link("nap-edge-a1", "nap-dc")
+            direct_port = edge.start_origin("nap-dc", "direct", addr=origin_addr)
+
+            def client(nap: str, paths: list[str], requests: int, concurrency: int, direct: bool) -> dict[str, Any]:
+                if direct:
+                    return edge.client(nap, VOD, paths, requests, concurrency, addr=origin_addr, port=direct_port)
+                return edge.client(nap, VOD, paths, requests, concurrency)
+
+            yield Rig("ovs", client, lambda: edge.tx_bytes_from("nap-dc"))
+
+
+class _group:
+    """ProcessGroup as a context manager that always stops everything."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.group = ProcessGroup(tmp)
+
+    def __enter__(self) -> ProcessGroup:
+        return self.group
+
+    def __exit__(self, *exc: object) -> None:
+        self.group.stop_all()
+
+
+def _ok(result: dict[str, Any]) -> dict[str, Any]:
+    bad = [s for s in result["statuses"] if s != 200]
+    if bad:
+        raise RuntimeError(f"benchmark requests failed: {bad[:5]}")
+    return result
+
+
+async def measure(rig: Rig, quick: bool) -> list[Figure]:
+    cond = f"{rig.kind} fabric; {CONDITIONS}"
+    call = asyncio.to_thread
+    nap = CLIENT_NAPS[0]
+    repeats = 2 if quick else 3
+    # added latency: sequential 1 KB GETs on one keep-alive connection
+    n_lat = 100 if quick else 300
+    lat_nap: list[float] = []
+    lat_direct: list[float] = []
+    for _ in range(repeats):
+        lat_direct += _ok(await call(rig.client, nap, ["/bytes/1024"], n_lat, 1, True))["latencies"][5:]
+        lat_nap += _ok(await call(rig.client, nap, ["/bytes/1024"], n_lat, 1, False))["latencies"][5:]
+    p50 = (percentile(lat_nap, 50) - percentile(lat_direct, 50)) * 1000
+    p99 = (percentile(lat_nap, 99) - percentile(lat_direct, 99)) * 1000
+    figures = [
+        Figure("added_latency_ms_p50", p50, "ms", percentile(lat_direct, 50) * 1000, "< 1", cond),
+        Figure("added_latency_ms_p99", p99, "ms", percentile(lat_direct, 99) * 1000, None, cond),
+    ]
+    # throughput of one large download
+    size = (20 if quick else 100) << 20
+    t_nap, t_direct = [], []
+    for _ in range(repeats):
+        t_direct.append(_ok(await call(rig.client, nap, [f"/bytes/{size}"], 1, 1, True))["seconds"])
+        t_nap.append(_ok(await call(rig.client, nap, [f"/bytes/{size}"], 1, 1, False))["seconds"])
+    mbit_nap, mbit_direct = size * 8 / median(t_nap) / 1e6, size * 8 / median(t_direct) / 1e6
+    figures += [
+        Figure("throughput_mbit_s", mbit_nap, "Mbit/s", mbit_direct, None, f"{size >> 20} MB download; {cond}"),
+        Figure("throughput_ratio_vs_direct", mbit_nap / mbit_direct, "x", None, None, f"{size >> 20} MB; {cond}"),
+    ]
+    # requests per second with 50 concurrent clients
+    n_rps = 1000 if quick else 3000
+    rps_nap, rps_direct = [], []
+    for _ in range(repeats):
+        rps_direct.append(n_rps / _ok(await call(rig.client, nap, ["/bytes/1024"], n_rps, 50, True))["seconds"])
+        rps_nap.append(n_rps / _ok(await call(rig.client, nap, ["/bytes/1024"], n_rps, 50, False))["seconds"])
+    figures += [
+        Figure("rps_nap", median(rps_nap), "req/s", median(rps_direct), None, f"50 clients, 1 KB; {cond}"),
+        Figure("rps_ratio_vs_direct", median(rps_nap) / median(rps_direct), "x", None, None, f"50 clients; {cond}"),
+    ]
+    # coincidental multicast: server-link bytes for N concurrent clients of one resource
+    body = 1 << 20
+    per_n: dict[int, float] = {}
+    for n in (1, 5, 10, 20):
+        samples = []
+        for _ in range(1 if quick else 2):
+            before = rig.server_bytes()
+            split = [n // 3 + (1 if i < n % 3 else 0) for i in range(3)]
+            jobs = [
+                call(rig.client, CLIENT_NAPS[i], [f"/slow/700/{body}"], k, k, False) for i, k in enumerate(split) if k
+            ]
+            for result in await asyncio.gather(*jobs):
+                _ok(result)
+            samples.append(rig.server_bytes() - before)
+        per_n[n] = median(samples)
+    for n in (5, 10, 20):
+        figures.append(
+            Figure(
+                f"multicast_bytes_ratio_n{n}",
+                per_n[n] / (n * per_n[1]),
+                "x",
+                per_n[1],
+                f"<= {2 / n:.2f}",
+                f"{n} clients at 3 NAPs, 1 MiB resource; goal ~1/N (F3.5); baseline = bytes for one client; {cond}",
+            )
+        )
+    return figures
+
+
+def run(quick: bool) -> list[Figure]:
+    """All NAP figures (OVS when root and OVS is installed, emulated otherwise)."""
+
+    async def go() -> list[Figure]:
+        from tests.support.ovs import available
+
+        with tempfile.TemporaryDirectory(prefix="flame-bench-nap-") as tmp:
+            use_ovs = os.geteuid() == 0 and not available()
+            rig_cm = ovs_rig(Path(tmp)) if use_ovs else emulated_rig(Path(tmp))
+            async with rig_cm as rig:
+                return await measure(rig, quick)
+
+    return asyncio.run(go())
