@@ -107,6 +107,7 @@ class NapAgent:
         self.pce: PceLink | None = None
         self.http_port = 0
         self.tls_port = 0
+        self._status_task: asyncio.Task[None] | None = None
 
     def _send(self, frame: bytes) -> None:
         if self.port is not None:
@@ -157,6 +158,13 @@ class NapAgent:
             extra={"fields": {"nap": s.nap_id, "transport": s.transport, "http": self.http_port, "tls": self.tls_port}},
         )
         self.write_status()
+        if s.status_file:
+            self._status_task = asyncio.get_running_loop().create_task(self._status_loop())
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            self.write_status()
 
     async def wait_ready(self, timeout: float = 10.0) -> None:
         """Until the fabric accepted this NAP and the first snapshot from the PCE is applied."""
@@ -167,6 +175,8 @@ class NapAgent:
                 await self.pce.first_snapshot.wait()
 
     async def stop(self) -> None:
+        if self._status_task is not None:
+            self._status_task.cancel()
         await self.client.close()
         if self.pce is not None:
             await self.pce.stop()
@@ -206,6 +216,7 @@ class NapAgent:
             "frames_sent": c.frames_sent,
             "frames_received": c.frames_received,
             "bytes_sent": c.bytes_sent,
+            "routes": sorted(self.dp.routes.by_fqdn),
             "multicast_responses": c.multicast_responses,
             "pid": os.getpid(),
         }

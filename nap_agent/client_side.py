@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from flame_control.icn import cid as cidlib
 from flame_control.icn import frame as fr
 from nap_agent import http1, sni
+from nap_agent.aio import within
 from nap_agent.dataplane import ClientExchange, DataPlane
 from nap_agent.netns import listening_socket
 
@@ -95,7 +96,7 @@ class ClientSide:
             while True:
                 timeout = self.s.header_timeout_s if first else self.s.idle_timeout_s
                 try:
-                    head = await asyncio.wait_for(http1.read_head(reader, request=True), timeout)
+                    head = await within(timeout, http1.read_head(reader, request=True))
                 except TimeoutError:
                     if first:
                         await self._error(writer, 408, "request head not received in time")
@@ -162,7 +163,7 @@ class ClientSide:
 
     async def _relay_response(self, ex: ClientExchange, writer: asyncio.StreamWriter) -> bool:
         try:
-            data = await asyncio.wait_for(ex.buffer.read(1 << 18), self.s.response_timeout_s)
+            data = await within(self.s.response_timeout_s, ex.buffer.read(1 << 18))
         except TimeoutError:
             await self._error(writer, 504, f"no answer from {ex.route.server_nap_id} in time")
             return False
@@ -176,7 +177,7 @@ class ClientSide:
             while data:
                 writer.write(data)
                 await writer.drain()
-                data = await asyncio.wait_for(ex.buffer.read(1 << 18), self.s.response_timeout_s)
+                data = await within(self.s.response_timeout_s, ex.buffer.read(1 << 18))
         except (TimeoutError, ConnectionResetError):
             return False  # mid-body: the only honest signal left is closing the connection
         return True

@@ -288,14 +288,24 @@ class DataPlane:
             return
         first = self.exchanges[mine[0]]
         stream = RecvStream(
-            lambda info: self._down_ack(f.session, info), mine[0], self.settings, now, True, first.buffer
+            lambda info: self._down_ack(f.session, info),
+            mine[0],
+            self.settings,
+            now,
+            True,
+            first.buffer,
+            defer=asyncio.get_running_loop().call_soon,
         )
         extra = [self.exchanges[m].buffer for m in mine[1:]]
         if extra:
             _fan_out(stream.buffer, extra)
         for m in mine:
-            self.exchanges[m].down = stream
-            self.exchanges[m].group = f.session
+            ex = self.exchanges[m]
+            ex.down = stream
+            ex.group = f.session
+            if ex.kind is fr.FrameType.HTTP_REQUEST and ex.up.fin:
+                # a server NAP answers only after reading the whole request: the answer acknowledges it
+                ex.up.on_ack(fr.AckInfo(m, ex.up.next_seq, self.settings.window), None, now)
         self.down_groups[f.session] = (stream, mine)
         stream.on_segment(f.seq, f.payload, f.flags, now)
 
@@ -329,14 +339,9 @@ class DataPlane:
                 rf, rl = x.reply if x is not None else (reply_fid, reply_label)
                 self.send(self._ack_frame(rf, rl, 0, rcid, session, 0, 0, fr.encode_ack(info)))
 
-            sx = ServerExchange(
-                session,
-                f.type,
-                f.cid,
-                f.rcid,
-                RecvStream(ack, session, self.settings, now, False),
-                (f.reply_fid, f.reply_label),
-            )
+            fin_ack = "delayed" if f.type is fr.FrameType.HTTP_REQUEST else "now"
+            recv = RecvStream(ack, session, self.settings, now, False, fin_ack=fin_ack)
+            sx = ServerExchange(session, f.type, f.cid, f.rcid, recv, (f.reply_fid, f.reply_label))
             self.server[session] = sx
             self.counters.server_exchanges += 1
             self.on_server_exchange(sx)
@@ -363,6 +368,9 @@ class DataPlane:
         self.groups[group] = _Group(stream, set(members))
         for m in members:
             self.member_group[m] = group
+            sx = self.server.get(m)
+            if sx is not None and sx.recv.complete:
+                sx.recv.settle()  # the response acknowledges the request
         if len(members) > 1:
             self.counters.multicast_responses += 1
         return stream

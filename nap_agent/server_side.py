@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from flame_control.icn import cid as cidlib
 from flame_control.icn import frame as fr
 from nap_agent import http1
+from nap_agent.aio import within
 from nap_agent.dataplane import DataPlane, ServerExchange
 from nap_agent.netns import tcp_socket
 from nap_agent.transport import Path, SendStream
@@ -87,7 +88,7 @@ class ServerSide:
     # -- HTTP -----------------------------------------------------------------------------------------------------
     async def _http(self, sx: ServerExchange) -> None:
         try:
-            head = await asyncio.wait_for(http1.read_head(sx.recv.buffer, request=True), self.s.request_timeout_s)
+            head = await within(self.s.request_timeout_s, http1.read_head(sx.recv.buffer, request=True))
             if head is None:
                 return
             fqdn, target = http1.request_destination(head)
@@ -158,7 +159,7 @@ class ServerSide:
             await http1.relay_body(sx.recv.buffer, framing, to_endpoint)
             await conn.writer.drain()
             try:
-                rhead = await asyncio.wait_for(http1.read_head(conn.reader, request=False), self.s.response_timeout_s)
+                rhead = await within(self.s.response_timeout_s, http1.read_head(conn.reader, request=False))
             except TimeoutError:
                 self.upstream_errors += 1
                 self._close_group(group, key)

@@ -357,8 +357,14 @@ class RecvStream:
         now: float,
         skip_header: bool,
         buffer: StreamBuffer | None = None,
+        fin_ack: str = "now",
+        defer: Callable[[Callable[[], None]], object] = lambda f: f(),
     ) -> None:
         self.send_ack, self.member, self.s = send_ack, member, settings
+        #: When the last frame arrives: "now" (acknowledge at once, through ``defer`` so the consumer runs first) or
+        #: "delayed" (after ack_delay: a server NAP whose response starts sooner acknowledges implicitly).
+        self.fin_ack = fin_ack
+        self.defer = defer
         self.expected = 0
         self.out_of_order: dict[int, tuple[bytes, Flags]] = {}
         self.fin_seq: int | None = None
@@ -410,7 +416,10 @@ class RecvStream:
         self.unacked += 1
         if self.complete:
             self.buffer.feed_eof()
-        if gap or self.complete or self.unacked >= self.s.ack_every:
+        if self.complete:
+            if self.fin_ack == "now":
+                self.defer(self.ack)
+        elif gap or self.unacked >= self.s.ack_every:
             self.ack()
 
     def missing(self) -> tuple[int, ...]:
@@ -418,6 +427,10 @@ class RecvStream:
             return ()
         top = max(self.out_of_order)
         return tuple(s for s in range(self.expected, top) if s not in self.out_of_order)[:256]
+
+    def settle(self) -> None:
+        """The sender learnt another way that everything arrived (e.g. the response started): no ACK is owed."""
+        self.unacked = 0
 
     def ack(self) -> None:
         self.unacked = 0

@@ -77,6 +77,9 @@ class EmulatedDriver(asyncio.DatagramProtocol):
         self.port_handler: Callable[[int, int, bool], None] | None = None
         self.transport: asyncio.DatagramTransport | None = None
         self._fabric: Fabric | None = None
+        #: Forwarding decisions of the installed tables per (ingress NAP, FID, LID table, hop limit), like a
+        #: switch's flow cache; dropped whenever tables or wiring change.
+        self._decisions: dict[tuple[str, int, int, int], tuple[tuple[str, ...], int]] = {}
 
     # -- driver interface -----------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -113,6 +116,7 @@ class EmulatedDriver(asyncio.DatagramProtocol):
         for dpid in set(self.installed) - set(desired):
             changed[dpid] = len(self.installed.pop(dpid))
         self._fabric = None
+        self._decisions = {}
         return changed
 
     def connected(self) -> dict[int, int]:
@@ -127,6 +131,7 @@ class EmulatedDriver(asyncio.DatagramProtocol):
     def topology_changed(self) -> None:
         """Drop the cached wiring (links up/down, new topology)."""
         self._fabric = None
+        self._decisions = {}
 
     # -- data path ------------------------------------------------------------------------------------------------
     def fabric(self) -> Fabric:
@@ -151,14 +156,22 @@ class EmulatedDriver(asyncio.DatagramProtocol):
             self.counters.dropped += 1
             return
         fid, label, hops = parsed
-        delivery = self.fabric().send(nap, fid, label, hop_limit=min(hops, 64))
-        for target in sorted(delivery.accepted | delivery.rejected):
+        key = (nap, fid, label, min(hops, 64))
+        decision = self._decisions.get(key)
+        if decision is None:
+            delivery = self.fabric().send(nap, fid, label, hop_limit=min(hops, 64))
+            decision = (tuple(sorted(delivery.accepted | delivery.rejected)), delivery.dropped_hop_limit)
+            if len(self._decisions) > 100_000:
+                self._decisions.clear()
+            self._decisions[key] = decision
+        targets, dropped = decision
+        for target in targets:
             address = self.naps.get(target)
             if address is not None and self.transport is not None:
                 self.transport.sendto(data, address)
                 self.counters.forwarded += 1
-        if delivery.dropped_hop_limit:
-            self.counters.dropped += delivery.dropped_hop_limit
+        if dropped:
+            self.counters.dropped += dropped
 
     def _attach(self, nap_id: str, addr: tuple[str, int]) -> None:
         node = self.topology().nodes.get(nap_id)

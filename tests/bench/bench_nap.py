@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -61,7 +62,7 @@ async def emulated_rig(tmp: Path) -> AsyncIterator[Rig]:
             "nap-dc": [LocalServiceConfig(fqdn=VOD, endpoint=f"127.0.0.1:{origin}")],
             **{n: [] for n in CLIENT_NAPS},
         }
-        async with emulated_edge(tmp, naps) as env:
+        async with emulated_edge(tmp, naps, processes=group) as env:
             for n in CLIENT_NAPS:
                 await env.route_to(n, VOD)
 
@@ -69,7 +70,11 @@ async def emulated_rig(tmp: Path) -> AsyncIterator[Rig]:
                 port = origin if direct else env.http(nap)
                 return _local_client("127.0.0.1", port, paths, requests, concurrency)
 
-            yield Rig("emulated", client, lambda: env.agents["nap-dc"].dp.counters.bytes_sent)
+            def server_bytes() -> int:
+                time.sleep(0.6)  # the agent refreshes its status file every 0.5 s
+                return int(env.processes["nap-dc"].status()["bytes_sent"])
+
+            yield Rig("emulated", client, server_bytes)
 
 
 @asynccontextmanager
@@ -78,10 +83,10 @@ async def ovs_rig(tmp: Path) -> AsyncIterator[Rig]:
 
     with _group(tmp) as group:
         naps: dict[str, list[tuple[str, str]]] = {"nap-dc": [(VOD, "dc")], **{n: [] for n in CLIENT_NAPS}}
-        async with ovs_edge(tmp, group, naps) as edge:
+        async with ovs_edge(tmp, group, naps, processes=True) as edge:
             for n in CLIENT_NAPS:
-                while edge.agents[n].dp.routes.best(VOD) is None:
-                    await asyncio.sleep(0.05)
+                while VOD not in edge.processes[n].status().get("routes", []):
+                    await asyncio.sleep(0.1)
             _, origin_addr = edge.direct_link("nap-edge-a1", "nap-dc")
             direct_port = edge.start_origin("nap-dc", "direct", addr=origin_addr)
 
@@ -188,7 +193,8 @@ def run(quick: bool) -> list[Figure]:
         from tests.support.ovs import available
 
         with tempfile.TemporaryDirectory(prefix="flame-bench-nap-") as tmp:
-            use_ovs = os.geteuid() == 0 and not available()
+            forced = os.environ.get("FLAME_BENCH_FABRIC", "")  # "emulated" or "ovs" to choose explicitly
+            use_ovs = forced == "ovs" or (not forced and os.geteuid() == 0 and not available())
             rig_cm = ovs_rig(Path(tmp)) if use_ovs else emulated_rig(Path(tmp))
             async with rig_cm as rig:
                 return await measure(rig, quick)

@@ -18,7 +18,8 @@ from flame_control.runtime.service import ServiceContext
 from nap_agent.agent import LocalServiceConfig, NapAgent, Settings
 from pce.service import Settings as PceSettings
 from pce.service import build as build_pce
-from tests.support.procs import ProcessGroup
+from tests.support.nap_procs import NapProcess
+from tests.support.procs import ProcessGroup, free_port
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "topologies" / "flame-integration.yaml"
 VOD = "vod.video.flame.example"
@@ -31,13 +32,20 @@ class Env:
     pce_target: str
     pce: Any
     agents: dict[str, NapAgent] = field(default_factory=dict)
+    processes: dict[str, NapProcess] = field(default_factory=dict)
 
     def http(self, nap_id: str) -> int:
+        if nap_id in self.processes:
+            return self.processes[nap_id].http_port
         return self.agents[nap_id].http_port
 
     async def route_to(self, nap_id: str, fqdn: str, server_nap: str | None = None, timeout: float = 10.0) -> None:
         """Wait until ``nap_id`` has a route for ``fqdn`` (to ``server_nap`` first, when given)."""
         async with asyncio.timeout(timeout):
+            while nap_id in self.processes:
+                if fqdn in self.processes[nap_id].status().get("routes", []):
+                    return
+                await asyncio.sleep(0.1)
             while True:
                 best = self.agents[nap_id].dp.routes.best(fqdn)
                 if best is not None and (server_nap is None or best.server_nap_id == server_nap):
@@ -57,9 +65,10 @@ def start_origin(group: ProcessGroup, name: str) -> int:
 
 @asynccontextmanager
 async def emulated_edge(
-    tmp: Path, naps: dict[str, list[LocalServiceConfig]], **nap_settings: Any
+    tmp: Path, naps: dict[str, list[LocalServiceConfig]], processes: ProcessGroup | None = None, **nap_settings: Any
 ) -> AsyncIterator[Env]:
-    """PCE + emulated fabric + one in-process NAP agent per entry of ``naps`` (with its local services)."""
+    """PCE + emulated fabric + one NAP agent per entry of ``naps`` (with its local services): in this loop, or as
+    `flame-nap` processes of ``processes`` when given."""
     spec = build_pce(
         ServiceContext(
             "pce",
@@ -82,6 +91,12 @@ async def emulated_edge(
                     local_services=services,
                     **nap_settings,
                 )
+                if processes is not None:
+                    if settings.http_listen.endswith(":0"):
+                        settings = settings.model_copy(update={"http_listen": f"127.0.0.1:{free_port()}"})
+                    settings = settings.model_copy(update={"tls_listen": ""})
+                    env.processes[nap_id] = await asyncio.to_thread(NapProcess, processes, settings)
+                    continue
                 agent = NapAgent(settings, channel=testing.channel)
                 env.agents[nap_id] = agent
                 await agent.start()

@@ -19,6 +19,7 @@ from typing import Any
 
 from flame_control.runtime import testing
 from nap_agent.agent import LocalServiceConfig, NapAgent, Settings
+from tests.support.nap_procs import NapProcess
 from tests.support.ovs import OvsTestbed, ovs_testbed
 from tests.support.procs import ProcessGroup
 
@@ -32,6 +33,7 @@ class OvsEdge:
 
     fabric: Any  # tests.integration.pce.test_pce_ovs.Fabric
     agents: dict[str, NapAgent] = field(default_factory=dict)
+    processes: dict[str, NapProcess] = field(default_factory=dict)
     popens: list[subprocess.Popen[str]] = field(default_factory=list)
 
     @property
@@ -102,9 +104,14 @@ class OvsEdge:
 
 @asynccontextmanager
 async def ovs_edge(
-    tmp: Path, procs: ProcessGroup, naps: dict[str, list[tuple[str, str]]], **nap_settings: Any
+    tmp: Path,
+    procs: ProcessGroup,
+    naps: dict[str, list[tuple[str, str]]],
+    processes: bool = False,
+    **nap_settings: Any,
 ) -> AsyncIterator[OvsEdge]:
-    """``naps``: NAP host -> [(fqdn, origin name)] it fronts (an origin process is started per entry)."""
+    """``naps``: NAP host -> [(fqdn, origin name)] it fronts (an origin process is started per entry). With
+    ``processes`` every NAP agent is its own `flame-nap` process (benchmarks), else they run in the caller's loop."""
     from tests.integration.pce.test_pce_ovs import Fabric
 
     with ovs_testbed(tmp / "ovs") as bed:
@@ -128,6 +135,9 @@ async def ovs_edge(
                     local_services=local,
                     **nap_settings,
                 )
+                if processes:
+                    edge.processes[nap_id] = await asyncio.to_thread(NapProcess, procs, settings)
+                    continue
                 agent = NapAgent(settings, channel=testing.channel)
                 edge.agents[nap_id] = agent
                 await agent.start()
