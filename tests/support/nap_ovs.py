@@ -71,7 +71,20 @@ class OvsEdge:
             raise RuntimeError(out.stderr)
         return json.loads(out.stdout)  # type: ignore[no-any-return]
 
-    def direct_link(self, a: str, b: str) -> tuple[str, str]:
+    def set_mtu(self, mtu: int) -> None:
+        """Jumbo frames on every fabric link (both veth ends, and OVS's own port MTU)."""
+        ends: list[tuple[str, str]] = []  # (namespace or "", interface)
+        for a, b in self.fabric.trunk_ifaces.values():
+            ends += [("", a), ("", b)]
+        for host in self.bed.hosts.values():
+            ends += [("", host.outer), (host.netns, host.inner)]
+        for netns, iface in ends:
+            prefix = ["ip", "-n", netns] if netns else ["ip"]
+            subprocess.run([*prefix, "link", "set", iface, "mtu", str(mtu)], check=True, capture_output=True)
+            if not netns:
+                self.bed.vsctl("set", "interface", iface, f"mtu_request={mtu}")
+
+    def direct_link(self, a: str, b: str, mtu: int = 1500) -> tuple[str, str]:
         """A plain IP veth link between two hosts' namespaces (the benchmarks' direct baseline, bypassing NAPs and
         OVS); returns (address in a, address in b). Removed with the namespaces."""
         ns_a, ns_b = self.bed.hosts[a].netns, self.bed.hosts[b].netns
@@ -84,6 +97,8 @@ class OvsEdge:
             ["ip", "-n", ns_b, "addr", "add", "10.99.0.2/30", "dev", vb],
             ["ip", "-n", ns_a, "link", "set", va, "up"],
             ["ip", "-n", ns_b, "link", "set", vb, "up"],
+            ["ip", "-n", ns_a, "link", "set", va, "mtu", str(mtu)],
+            ["ip", "-n", ns_b, "link", "set", vb, "mtu", str(mtu)],
         ]
         for cmd in cmds:
             subprocess.run(cmd, check=True, capture_output=True)
@@ -108,6 +123,7 @@ async def ovs_edge(
     procs: ProcessGroup,
     naps: dict[str, list[tuple[str, str]]],
     processes: bool = False,
+    mtu: int = 1500,
     **nap_settings: Any,
 ) -> AsyncIterator[OvsEdge]:
     """``naps``: NAP host -> [(fqdn, origin name)] it fronts (an origin process is started per entry). With
@@ -117,6 +133,8 @@ async def ovs_edge(
     with ovs_testbed(tmp / "ovs") as bed:
         fabric = await asyncio.to_thread(Fabric, bed, procs, tmp / "state")
         edge = OvsEdge(fabric)
+        if mtu != 1500:
+            edge.set_mtu(mtu)
         try:
             for nap_id, services in naps.items():
                 local = [
