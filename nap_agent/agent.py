@@ -74,6 +74,8 @@ class Settings(BaseModel):
     response_timeout_s: float = 30.0
     #: Server side: hold a new cacheable fetch this long to collect identical requests (coincidental multicast).
     coalesce_window_s: float = 0.0
+    #: Event loop of the `flame-nap` process: "auto" (uvloop when installed), "uvloop" or "asyncio".
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
     #: Where a live status file is written (for `flame demo` and tests; empty = none).
     status_file: str = ""
 

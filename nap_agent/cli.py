@@ -9,7 +9,8 @@ import argparse
 import asyncio
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from flame_control.cli.common import add_config_options, load_from_args
 from flame_control.runtime.server import ServiceHost
@@ -32,6 +33,21 @@ async def _serve(host: ServiceHost) -> None:
     print("stopped", flush=True)
 
 
+def run_loop(main: Coroutine[Any, Any, None], kind: str) -> None:
+    """Run on uvloop when asked or ("auto") when installed: the data plane's per-frame and per-request loop overhead
+    is about halved (docs/benchmarks/nap.md); plain asyncio otherwise."""
+    if kind != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if kind == "uvloop":
+                raise
+        else:
+            uvloop.run(main)
+            return
+    asyncio.run(main)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``flame-nap`` console script."""
     parser = argparse.ArgumentParser(prog="flame-nap", description="FLAME NAP agent")
@@ -39,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config, settings = load_from_args(args, ["nap"])
     try:
-        asyncio.run(_serve(ServiceHost(config, settings)))
+        nap_settings: Any = settings["nap"]
+        run_loop(_serve(ServiceHost(config, settings)), nap_settings.event_loop)
     except OSError as exc:
         print(f"flame-nap: {exc}", file=sys.stderr)
         return 1

@@ -32,6 +32,8 @@ VOD = "vod.video.flame.example"
 CLIENT_NAPS = ("nap-edge-a1", "nap-edge-a2", "nap-edge-b1")
 #: Fabric MTU on OVS links and the direct baseline link (FLAME_BENCH_MTU; 9000 lost many frames in OVS userspace here).
 MTU = int(os.environ.get("FLAME_BENCH_MTU", "1500"))
+#: Event loop of the NAP agent processes (FLAME_BENCH_LOOP: auto, uvloop or asyncio).
+LOOP = os.environ.get("FLAME_BENCH_LOOP", "auto")
 CONDITIONS = "2-core host; Python NAP agents (asyncio); clients and origins are separate processes"
 
 
@@ -64,7 +66,7 @@ async def emulated_rig(tmp: Path) -> AsyncIterator[Rig]:
             "nap-dc": [LocalServiceConfig(fqdn=VOD, endpoint=f"127.0.0.1:{origin}")],
             **{n: [] for n in CLIENT_NAPS},
         }
-        async with emulated_edge(tmp, naps, processes=group) as env:
+        async with emulated_edge(tmp, naps, processes=group, event_loop=LOOP) as env:
             for n in CLIENT_NAPS:
                 await env.route_to(n, VOD)
 
@@ -85,7 +87,7 @@ async def ovs_rig(tmp: Path) -> AsyncIterator[Rig]:
 
     with _group(tmp) as group:
         naps: dict[str, list[tuple[str, str]]] = {"nap-dc": [(VOD, "dc")], **{n: [] for n in CLIENT_NAPS}}
-        async with ovs_edge(tmp, group, naps, processes=True, mtu=MTU) as edge:
+        async with ovs_edge(tmp, group, naps, processes=True, mtu=MTU, event_loop=LOOP) as edge:
             for n in CLIENT_NAPS:
                 while VOD not in edge.processes[n].status().get("routes", []):
                     await asyncio.sleep(0.1)
