@@ -96,7 +96,12 @@ class PceLink:
 
         stub = pce_pb2_grpc.PceServiceStub(self.channel(endpoint))
         call = stub.NapSession(requests())
+        counted = False
         async for msg in call:
+            if not counted:
+                counted = True
+                self.connects += 1
+                log.info("pce session up", extra={"fields": {"pce": endpoint}})
             self.state = nap_pb2.PCE_SESSION_STATE_CONNECTED
             kind = msg.WhichOneof("message")
             if kind == "snapshot":

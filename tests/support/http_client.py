@@ -22,6 +22,7 @@ def run(
     port: int, host: str, paths: list[str], concurrency: int, keepalive: bool, timeout: float, addr: str = "127.0.0.1"
 ) -> dict[str, object]:
     results: list[tuple[int, str, int, float]] = [(0, "", 0, 0.0)] * len(paths)
+    errors: dict[str, str] = {}
     next_index = iter(range(len(paths)))
     lock = threading.Lock()
 
@@ -42,11 +43,14 @@ def run(
                 while chunk := resp.read(1 << 20):
                     digest.update(chunk)
                     length += len(chunk)
+                    if resp.status != 200:
+                        errors.setdefault(str(resp.status), chunk[:200].decode(errors="replace"))
                 results[i] = (resp.status, digest.hexdigest(), length, time.perf_counter() - t0)
                 if not keepalive:
                     conn.close()
             except (OSError, http.client.HTTPException) as exc:
                 results[i] = (-1, repr(exc), 0, time.perf_counter() - t0)
+                errors.setdefault("-1", repr(exc))
                 conn = None
 
     t0 = time.perf_counter()
@@ -61,6 +65,7 @@ def run(
         "lengths": [r[2] for r in results],
         "latencies": [r[3] for r in results],
         "seconds": time.perf_counter() - t0,
+        "errors": errors,
     }
 
 

@@ -65,10 +65,15 @@ def start_origin(group: ProcessGroup, name: str) -> int:
 
 @asynccontextmanager
 async def emulated_edge(
-    tmp: Path, naps: dict[str, list[LocalServiceConfig]], processes: ProcessGroup | None = None, **nap_settings: Any
+    tmp: Path,
+    naps: dict[str, list[LocalServiceConfig]],
+    processes: ProcessGroup | None = None,
+    pce_before: list[str] | None = None,
+    **nap_settings: Any,
 ) -> AsyncIterator[Env]:
     """PCE + emulated fabric + one NAP agent per entry of ``naps`` (with its local services): in this loop, or as
-    `flame-nap` processes of ``processes`` when given."""
+    `flame-nap` processes of ``processes`` when given. ``pce_before``: PCE endpoints listed before the real one
+    (e.g. a dead replica)."""
     spec = build_pce(
         ServiceContext(
             "pce",
@@ -85,7 +90,7 @@ async def emulated_edge(
                 settings = Settings(
                     nap_id=nap_id,
                     fabric=f"127.0.0.1:{servicer.driver.port}",
-                    pce_endpoints=[target],
+                    pce_endpoints=[*(pce_before or []), target],
                     http_listen="127.0.0.1:0",
                     tls_listen="127.0.0.1:0",
                     local_services=services,

@@ -65,7 +65,7 @@ class Origin:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
     ) -> bool:
-        parts = path.strip("/").split("/")
+        parts = path.split("?", 1)[0].strip("/").split("/")
         extra = f"X-Origin: {self.name}\r\n"
         if method == "POST" and parts[0] == "upload":
             digest = hashlib.sha256()
