@@ -21,6 +21,7 @@ from flame_control.icn import cid as cidlib
 from nap_agent.client_side import ClientSettings, ClientSide
 from nap_agent.dataplane import DataPlane
 from nap_agent.fabric_port import EmulatedPort, FabricPort, RawPort, payload_size
+from nap_agent.monitoring import Reporter
 from nap_agent.pce_link import PceLink
 from nap_agent.routes import RouteTable
 from nap_agent.server_side import ServerSettings, ServerSide
@@ -76,6 +77,9 @@ class Settings(BaseModel):
     coalesce_window_s: float = 0.0
     #: Event loop of the `flame-nap` process: "auto" (uvloop when installed), "uvloop" or "asyncio".
     event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+    #: CLMC to report nap_http/nap_fabric points to (host:port; empty = no reports), and how often.
+    clmc_endpoint: str = ""
+    report_interval_s: float = 1.0
     #: Where a live status file is written (for `flame demo` and tests; empty = none).
     status_file: str = ""
 
@@ -107,6 +111,7 @@ class NapAgent:
             self.dp, self._endpoint, ServerSettings(coalesce_window_s=settings.coalesce_window_s), settings.netns
         )
         self.pce: PceLink | None = None
+        self.reporter: Reporter | None = None
         self.http_port = 0
         self.tls_port = 0
         self._status_task: asyncio.Task[None] | None = None
@@ -155,6 +160,12 @@ class NapAgent:
         if self.channel is not None and s.pce_endpoints:
             self.pce = PceLink(s.nap_id, s.pce_endpoints, self.channel, self.apply, self.local_fqdns)
             self.pce.start()
+        if self.channel is not None and s.clmc_endpoint:
+            channel, target = self.channel, s.clmc_endpoint
+            self.reporter = Reporter(
+                s.nap_id, self.client.stats, self.fabric_counters, lambda: channel(target), s.report_interval_s
+            )
+            self.reporter.start()
         log.info(
             "nap agent started",
             extra={"fields": {"nap": s.nap_id, "transport": s.transport, "http": self.http_port, "tls": self.tls_port}},
@@ -176,9 +187,23 @@ class NapAgent:
             if self.pce is not None:
                 await self.pce.first_snapshot.wait()
 
+    def fabric_counters(self) -> dict[str, int]:
+        """Cumulative fabric counters (nap_fabric)."""
+        c = self.dp.counters
+        retx = sum(ex.up.retransmissions for ex in self.dp.exchanges.values())
+        retx += sum(g.stream.retransmissions for g in self.dp.groups.values())
+        return {
+            "frames_sent": c.frames_sent,
+            "frames_received": c.frames_received,
+            "frames_dropped": c.frames_garbage + c.frames_not_for_us + c.frames_unknown_session,
+            "retransmissions": self.dp.retransmissions_done + retx,
+        }
+
     async def stop(self) -> None:
         if self._status_task is not None:
             self._status_task.cancel()
+        if self.reporter is not None:
+            await self.reporter.stop()
         await self.client.close()
         if self.pce is not None:
             await self.pce.stop()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 
 from flame_control.icn import cid as cidlib
@@ -20,6 +21,7 @@ from flame_control.icn import frame as fr
 from nap_agent import http1, sni
 from nap_agent.aio import within
 from nap_agent.dataplane import ClientExchange, DataPlane
+from nap_agent.monitoring import HttpStats
 from nap_agent.netns import listening_socket
 
 log = logging.getLogger("flame.nap.client")
@@ -52,8 +54,11 @@ class ClientCounters:
 class ClientSide:
     """HTTP and TLS listeners of one NAP."""
 
-    def __init__(self, dp: DataPlane, settings: ClientSettings, netns: str = "") -> None:
+    def __init__(
+        self, dp: DataPlane, settings: ClientSettings, netns: str = "", stats: HttpStats | None = None
+    ) -> None:
         self.dp = dp
+        self.stats = stats if stats is not None else HttpStats()
         self.netns = netns
         self.s = settings
         self.counters = ClientCounters()
@@ -135,14 +140,18 @@ class ClientSide:
             await self._error(writer, err.status, err.message)
             return False
         route = self.dp.routes.best(fqdn)
+        t0 = time.perf_counter()
         if route is None:
             await self._error(writer, 502, f"no NAP serves {fqdn}")
+            self.stats.record(fqdn, time.perf_counter() - t0, 0, 0, True)
             return False
         ex = self.dp.open(
             route, fr.FrameType.HTTP_REQUEST, cidlib.http_cid(fqdn), cidlib.response_cid(fqdn, head.method, target)
         )
         try:
-            ex.up.write(http1.forwarded_head(head, target), fin=framing.kind == "none")
+            forwarded = http1.forwarded_head(head, target)
+            body_in = 0
+            ex.up.write(forwarded, fin=framing.kind == "none")
             if framing.kind != "none":
 
                 async def to_fabric(data: bytes) -> None:
@@ -150,37 +159,41 @@ class ClientSide:
                     await ex.up.drain()
 
                 try:
-                    await http1.relay_body(reader, framing, to_fabric, self.s.max_body)
+                    body_in = await http1.relay_body(reader, framing, to_fabric, self.s.max_body)
                 except http1.HttpError as err:
                     self.dp.close(ex, abort=err.message)
                     await self._error(writer, err.status, err.message)
                     return False
                 ex.up.write(b"", fin=True)
-            ok = await self._relay_response(ex, writer)
+            ok, sent = await self._relay_response(ex, writer)
+            self.stats.record(fqdn, time.perf_counter() - t0, len(forwarded) + body_in, sent, sent < 0)
             return ok and not http1.wants_close(head) and not ex.close_after
         finally:
             self.dp.close(ex, abort=None if ex.buffer.at_eof() else "client NAP gave up")
 
-    async def _relay_response(self, ex: ClientExchange, writer: asyncio.StreamWriter) -> bool:
+    async def _relay_response(self, ex: ClientExchange, writer: asyncio.StreamWriter) -> tuple[bool, int]:
+        """(keep the connection, bytes sent to the client; -1 when the NAP answered with its own 5xx)."""
         try:
             data = await within(self.s.response_timeout_s, ex.buffer.read(1 << 18))
         except TimeoutError:
             await self._error(writer, 504, f"no answer from {ex.route.server_nap_id} in time")
-            return False
+            return False, -1
         except ConnectionResetError as exc:
             await self._error(writer, 502, f"{ex.route.server_nap_id}: {exc}")
-            return False
+            return False, -1
         if not data:
             await self._error(writer, 502, f"{ex.route.server_nap_id} sent an empty answer")
-            return False
+            return False, -1
+        sent = 0
         try:
             while data:
                 writer.write(data)
+                sent += len(data)
                 await writer.drain()
                 data = await within(self.s.response_timeout_s, ex.buffer.read(1 << 18))
         except (TimeoutError, ConnectionResetError):
-            return False  # mid-body: the only honest signal left is closing the connection
-        return True
+            return False, sent  # mid-body: the only honest signal left is closing the connection
+        return True, sent
 
     # -- TLS by SNI (SFR-19) --------------------------------------------------------------------------------------
     async def _tls_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

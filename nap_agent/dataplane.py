@@ -117,6 +117,8 @@ class DataPlane:
         self.groups: dict[int, _Group] = {}
         self.member_group: dict[int, int] = {}
         self.lingering: dict[tuple[str, int], _Linger] = {}
+        #: Retransmissions of streams already forgotten (live ones are counted on the streams).
+        self.retransmissions_done = 0
         self.on_server_exchange: Callable[[ServerExchange], None] = lambda ex: None
         self.on_ip: Callable[[fr.Frame], None] = lambda f: None
         self._ticker: asyncio.Task[None] | None = None
@@ -206,7 +208,8 @@ class DataPlane:
 
     def close(self, ex: ClientExchange, abort: str | None = None) -> None:
         """Forget a finished exchange (``abort``: tell the server NAP to stop)."""
-        self.exchanges.pop(ex.session, None)
+        if self.exchanges.pop(ex.session, None) is not None:
+            self.retransmissions_done += ex.up.retransmissions
         if abort is not None:
             self._reset(ex.route.fid, ex.route.label, ex.session, ex.rcid, abort, down=False)
         if ex.group:
@@ -386,6 +389,7 @@ class DataPlane:
                 g.members.discard(sx.session)
                 if not g.members:
                     del self.groups[group]
+                    self.retransmissions_done += g.stream.retransmissions
 
     def _reset(self, fid: int, label: int, session: int, rcid: bytes, reason: str, down: bool) -> None:
         if not fid:
