@@ -21,11 +21,13 @@ from flame_control.icn import cid as cidlib
 from nap_agent.client_side import ClientSettings, ClientSide
 from nap_agent.dataplane import DataPlane
 from nap_agent.fabric_port import EmulatedPort, FabricPort, RawPort, payload_size
+from nap_agent.ip_over_icn import IpOverIcn
 from nap_agent.monitoring import Reporter
 from nap_agent.pce_link import PceLink
 from nap_agent.routes import RouteTable
 from nap_agent.server_side import ServerSettings, ServerSide
 from nap_agent.transport import TransportSettings
+from nap_agent.tun import Tun
 
 log = logging.getLogger("flame.nap")
 
@@ -77,6 +79,9 @@ class Settings(BaseModel):
     coalesce_window_s: float = 0.0
     #: Event loop of the `flame-nap` process: "auto" (uvloop when installed), "uvloop" or "asyncio".
     event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+    #: IPv4 prefixes behind this NAP (IP-over-ICN, SFR-2), and the TUN interface carrying them (empty = off; root).
+    ip_prefixes: list[str] = []
+    tun_name: str = ""
     #: CLMC to report nap_http/nap_fabric points to (host:port; empty = no reports), and how often.
     clmc_endpoint: str = ""
     report_interval_s: float = 1.0
@@ -112,6 +117,8 @@ class NapAgent:
         )
         self.pce: PceLink | None = None
         self.reporter: Reporter | None = None
+        self.ip: IpOverIcn | None = None
+        self.tun: Tun | None = None
         self.http_port = 0
         self.tls_port = 0
         self._status_task: asyncio.Task[None] | None = None
@@ -128,7 +135,7 @@ class NapAgent:
         return _hostport(text) if text else None
 
     def local_fqdns(self) -> list[str]:
-        return sorted(self.local)
+        return sorted(set(self.local) | set(self.ip.names() if self.ip is not None else ()))
 
     def apply(self, table: RouteTable) -> None:
         """A new snapshot from the PCE (local services the PCE has not confirmed yet still count as local)."""
@@ -136,6 +143,8 @@ class NapAgent:
         for name in self.local:
             table.by_cid[cidlib.http_cid(name)] = name
         self.dp.set_routes(table)
+        if self.ip is not None:
+            self.ip.set_routes(table)
 
     async def start(self) -> None:
         s = self.settings
@@ -150,6 +159,8 @@ class NapAgent:
         self.dp.src_mac = self.port.mac
         self.dp.settings.segment = payload_size(self.port)
         self.dp.settings.window = max(8, min(s.window, s.window_bytes // self.dp.settings.segment))
+        if s.tun_name:
+            self._start_ip()
         self.apply(RouteTable())
         self.dp.start()
         host, port = _hostport(s.http_listen)
@@ -178,6 +189,17 @@ class NapAgent:
         while True:
             await asyncio.sleep(0.5)
             self.write_status()
+
+    def _start_ip(self) -> None:
+        s = self.settings
+        dp = self.dp
+        self.ip = IpOverIcn(
+            s.nap_id, s.ip_prefixes, dp.send, lambda p: None, lambda: dp.settings.segment, lambda: dp.src_mac
+        )
+        self.tun = Tun(s.tun_name, self.ip.from_tun, s.netns, mtu=dp.settings.segment)
+        self.ip.write_packet = self.tun.write
+        dp.on_ip = self.ip.from_fabric
+        self.tun.start()
 
     async def wait_ready(self, timeout: float = 10.0) -> None:
         """Until the fabric accepted this NAP and the first snapshot from the PCE is applied."""
@@ -209,6 +231,8 @@ class NapAgent:
             await self.pce.stop()
         await self.dp.stop()
         self.server.close()
+        if self.tun is not None:
+            self.tun.close()
         if self.port is not None:
             self.port.close()
 

@@ -61,6 +61,12 @@ class NapAgentServicer(nap_pb2_grpc.NapAgentServiceServicer):
             )
         for name, svc in sorted(self.agent.local.items()):
             reply.local_services.add(fqdn=name, endpoint=svc.endpoint)
+        ip = self.agent.ip
+        if ip is not None:
+            for net in ip.own:
+                reply.prefixes.add(prefix=str(net), nap_id=self.agent.settings.nap_id)
+            for net, route in ip.table.entries:
+                reply.prefixes.add(prefix=str(net), nap_id=route.server_nap_id)
         return reply
 
     async def RegisterLocalService(

@@ -69,11 +69,12 @@ async def emulated_edge(
     naps: dict[str, list[LocalServiceConfig]],
     processes: ProcessGroup | None = None,
     pce_before: list[str] | None = None,
+    per_nap: dict[str, dict[str, Any]] | None = None,
     **nap_settings: Any,
 ) -> AsyncIterator[Env]:
     """PCE + emulated fabric + one NAP agent per entry of ``naps`` (with its local services): in this loop, or as
     `flame-nap` processes of ``processes`` when given. ``pce_before``: PCE endpoints listed before the real one
-    (e.g. a dead replica)."""
+    (e.g. a dead replica). ``per_nap``: settings for single NAPs."""
     spec = build_pce(
         ServiceContext(
             "pce",
@@ -94,7 +95,7 @@ async def emulated_edge(
                     http_listen="127.0.0.1:0",
                     tls_listen="127.0.0.1:0",
                     local_services=services,
-                    **nap_settings,
+                    **{**nap_settings, **(per_nap or {}).get(nap_id, {})},
                 )
                 if processes is not None:
                     if settings.http_listen.endswith(":0"):

@@ -124,6 +124,7 @@ async def ovs_edge(
     naps: dict[str, list[tuple[str, str]]],
     processes: bool = False,
     mtu: int = 1500,
+    per_nap: dict[str, dict[str, Any]] | None = None,
     **nap_settings: Any,
 ) -> AsyncIterator[OvsEdge]:
     """``naps``: NAP host -> [(fqdn, origin name)] it fronts (an origin process is started per entry). With
@@ -151,7 +152,7 @@ async def ovs_edge(
                     http_listen=f"127.0.0.1:{HTTP_PORT}",
                     tls_listen=f"127.0.0.1:{TLS_PORT}",
                     local_services=local,
-                    **nap_settings,
+                    **{**nap_settings, **(per_nap or {}).get(nap_id, {})},
                 )
                 if processes:
                     edge.processes[nap_id] = await asyncio.to_thread(NapProcess, procs, settings)
