@@ -173,9 +173,9 @@ class SendStream:
         live = [m for m in self.members.values() if not m.done]
         if not live:
             return
-        limit = min(self.s.window, int(self.cwnd), min(m.window for m in live))
+        limit = min(self.s.window, max(int(self.cwnd), 1), min(m.window for m in live))
         end = self.first + len(self.segments)
-        while self.next_seq < end and self.next_seq < self._base() + max(limit, 1):
+        while self.next_seq < end and self.next_seq < self._base() + limit:  # window 0: only tick() probes
             self._send(self.next_seq, live)
             self.next_seq += 1
 
