@@ -256,3 +256,40 @@ def test_endpoint_down_gives_502_and_pce_gone_keeps_last_routes(tmp_path: Path) 
                 assert await asyncio.to_thread(fetch, nap, "/bytes/5000") == (200, body(5000))
 
     run(scenario())
+
+
+def test_504_pipelining_and_pce_gone_mid_request(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        with process_group(tmp_path) as group:
+            port = start_origin(group, "dc")
+            local = {"nap-dc": [LocalServiceConfig(fqdn=VOD, endpoint=f"127.0.0.1:{port}")], CLIENT: []}
+            async with emulated_edge(tmp_path, local, response_timeout_s=1.0) as env:
+                await env.route_to(CLIENT, VOD)
+                nap = env.http(CLIENT)
+                # no answer in time: a clean 504 from the client NAP, nothing hangs
+                t0 = time.monotonic()
+                status, data = await asyncio.to_thread(fetch, nap, "/slow/3000/10")
+                assert status == 504 and b"in time" in data and time.monotonic() - t0 < 3
+
+                # pipelining: three requests in one write, three responses in request order
+                def pipelined() -> bytes:
+                    reqs = b"".join(f"GET /bytes/{n} HTTP/1.1\r\nHost: {VOD}\r\n\r\n".encode() for n in (300, 10, 2000))
+                    with socket.create_connection(("127.0.0.1", nap), timeout=10) as s:
+                        s.sendall(reqs + f"GET /bytes/5 HTTP/1.1\r\nHost: {VOD}\r\nConnection: close\r\n\r\n".encode())
+                        chunks = []
+                        while chunk := s.recv(65536):
+                            chunks.append(chunk)
+                        return b"".join(chunks)
+
+                raw = await asyncio.to_thread(pipelined)
+                bodies = [part.split(b"\r\n\r\n", 1)[1] for part in raw.split(b"HTTP/1.1 200 OK")[1:]]
+                assert [len(b) for b in bodies] == [300, 10, 2000, 5] and bodies[2] == body(2000)
+                # the PCE session goes away in the middle of a request: the answer still arrives
+                link = env.agents[CLIENT].pce
+                assert link is not None
+                job = asyncio.create_task(asyncio.to_thread(fetch, nap, "/slow/500/100000"))
+                await asyncio.sleep(0.2)
+                await link.stop()
+                assert await job == (200, body(100000))
+
+    run(scenario())

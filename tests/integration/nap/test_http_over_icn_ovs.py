@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import subprocess
 import sys
 from pathlib import Path
 
@@ -119,5 +120,63 @@ def test_sfr13_download_survives_a_trunk_failure_and_https_by_sni(tmp_path: Path
                 client.dp.counters,
             )
             assert client.dp.routes.version > version  # the PCE pushed new FIDs on the alternate path
+
+    asyncio.run(scenario())
+
+
+SWITCH_CLIENT = """
+import http.client, os, sys, time
+c = http.client.HTTPConnection("127.0.0.1", 8080, timeout=30)
+c.request("GET", "/name", headers={"Host": sys.argv[1]}); first = c.getresponse().read().decode()
+port = c.sock.getsockname()[1]
+print(first, flush=True)
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.05)
+c.request("GET", "/name", headers={"Host": sys.argv[1]}); second = c.getresponse().read().decode()
+print(second, port == c.sock.getsockname()[1], flush=True)
+"""
+
+
+def test_sfr14_switch_on_a_live_connection_and_transparent_redirect(tmp_path: Path, procs: ProcessGroup) -> None:
+    async def scenario() -> None:
+        naps = {"nap-dc": [(VOD, "dc")], "nap-edge-a1": [], "nap-edge-a2": []}
+        async with ovs_edge(tmp_path, procs, naps) as edge:
+            await asyncio.wait_for(_route(edge, "nap-edge-a1"), 20)
+            flag = tmp_path / "switched"
+            client = edge.bed.popen_in("nap-edge-a1", [sys.executable, "-c", SWITCH_CLIENT, VOD, str(flag)])
+            try:
+                assert client.stdout is not None
+                first = await asyncio.to_thread(client.stdout.readline)
+                assert first.strip() == "dc"
+                # an edge surrogate next to the client is connected: the PCE pushes the closer route
+                edge_port = edge.start_origin("nap-edge-a2", "edge")
+                edge.agents["nap-edge-a2"].register(VOD, f"127.0.0.1:{edge_port}")
+                agent = edge.agents["nap-edge-a1"]
+                async with asyncio.timeout(20):
+                    while agent.dp.routes.best(VOD).server_nap_id != "nap-edge-a2":  # type: ignore[union-attr]
+                        await asyncio.sleep(0.05)
+                flag.write_text("go")
+                second = await asyncio.to_thread(client.stdout.readline)
+                assert second.split() == ["edge", "True"]  # answered by the edge surrogate on the same connection
+            finally:
+                client.kill()
+                client.wait()
+            # transparent redirect: the client thinks it talks to the service's address on port 80
+            ns = edge.bed.hosts["nap-edge-a1"].netns
+            for cmd in (
+                ["ip", "-n", ns, "route", "add", "203.0.113.0/24", "dev", "lo", "src", "127.0.0.1"],
+                ["ip", "netns", "exec", ns, "iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", "203.0.113.10",
+                 "--dport", "80", "-j", "REDIRECT", "--to-ports", "8080"],
+            ):  # fmt: skip
+                out = subprocess.run(cmd, capture_output=True, text=True)
+                assert out.returncode == 0, out.stderr
+            out_file = tmp_path / "redirected.bin"
+            curl = await asyncio.to_thread(
+                edge.bed.exec_in,
+                "nap-edge-a1",
+                ["curl", "-sS", "--resolve", f"{VOD}:80:203.0.113.10", f"http://{VOD}/bytes/3000", "-o", str(out_file)],
+            )
+            assert curl.returncode == 0, curl.stderr
+            assert out_file.read_bytes() == body(3000)
 
     asyncio.run(scenario())
