@@ -69,6 +69,8 @@ def flame_stack(procs: ProcessGroup, tmp_path: Path) -> dict[str, int]:
             "--state-dir",
             str(tmp_path / "nap"),
             f"--set=listen.ports.nap={ports['nap']}",
+            "--set=services.nap.http_listen=127.0.0.1:0",
+            f"--set=peers.pce=127.0.0.1:{ports['pce']}",
         ],
         env={"PYTHONUNBUFFERED": "1"},
         ready=lambda: port_open(ports["nap"]),
