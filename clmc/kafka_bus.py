@@ -211,6 +211,7 @@ class KafkaIngestor:
         self._clock_ns = clock_ns
         self.stored_points = 0
         self.rejected_messages = 0
+        self._idle_polls = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -218,6 +219,12 @@ class KafkaIngestor:
         """Consume up to ``max_messages``, store them, then commit; returns points stored. On a storage error the
         partitions are rewound to the first uncommitted message (redelivered next time) and the error is raised."""
         msgs = self._consumer.consume(max_messages, timeout)
+        if not msgs:
+            self._idle_polls += 1
+            if self._idle_polls % 10 == 0:
+                self.rewind_if_log_lost()
+            return 0
+        self._idle_polls = 0
         batch: list[SeriesData] = []
         first: dict[tuple[str, int], int] = {}
         for m in msgs:
@@ -248,6 +255,31 @@ class KafkaIngestor:
             self._consumer.commit(asynchronous=False)
         self.stored_points += stored
         return stored
+
+    def rewind_if_log_lost(self) -> int:
+        """Seek to the start of every assigned partition whose log ends before our position: the broker lost its log
+        (e.g. a broker with volatile storage restarted), so new messages sit below the old offsets. Re-reading is
+        safe because storage dedups by point identity. Returns the partitions rewound."""
+        rewound = 0
+        try:
+            for tp in self._consumer.position(self._consumer.assignment()):
+                if tp.offset < 0:
+                    continue
+                low, high = self._consumer.get_watermark_offsets(tp, timeout=2.0, cached=False)
+                if tp.offset > high:
+                    log.warning(
+                        "%s[%d]: position %d beyond log end %d; re-reading from %d",
+                        tp.topic,
+                        tp.partition,
+                        tp.offset,
+                        high,
+                        low,
+                    )
+                    self._consumer.seek(TopicPartition(tp.topic, tp.partition, low))
+                    rewound += 1
+        except KafkaException as exc:
+            log.warning("could not check partition ends: %s", exc)
+        return rewound
 
     def commit(self) -> None:
         """Commit the consumed positions (run_once does this itself unless told not to); nothing consumed is fine."""

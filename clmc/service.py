@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from clmc.dashboard import Dashboard
+from clmc.dimensions import DimensionConfig, DimensionMap, check_dimensions
 from clmc.ingest import Limits
 from clmc.kafka_bus import (
     KafkaEventSink,
@@ -74,6 +75,14 @@ class Settings(BaseModel):
     dashboard_port: int = Field(default=0, ge=0, le=65535)
     #: How far in the future a point's time may be (clock skew allowance), seconds.
     max_future_s: float = Field(default=3600.0, gt=0)
+    #: Dimensions derived at ingest from a tag (CLMC-6), e.g. {region: {source_tag: flame_location, mapping: {...}}}.
+    dimensions: dict[str, DimensionConfig] = Field(default_factory=dict)
+
+    @field_validator("dimensions")
+    @classmethod
+    def _valid_dimensions(cls, value: dict[str, DimensionConfig]) -> dict[str, DimensionConfig]:
+        check_dimensions(value)
+        return value
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -158,7 +167,7 @@ def build(ctx: ServiceContext) -> ServiceSpec:
     limits = Limits(settings.max_points_per_batch, int(settings.max_future_s * 1e9))
     state = ClmcState(Path(ctx.state_dir) / "clmc_state.sqlite")
     engine = KpiEngine(store, state, wall_clock_ns, settings.kpi_interval_s)
-    servicer = ClmcServicer(store, limits, engine=engine, state=state)
+    servicer = ClmcServicer(store, limits, engine=engine, state=state, dimensions=DimensionMap(settings.dimensions))
     kafka = KafkaWiring(settings, servicer, engine, limits) if settings.kafka_bootstrap else None
     dashboard = Dashboard(store, engine, wall_clock_ns, settings.dashboard_port) if settings.dashboard_port else None
 

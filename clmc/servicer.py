@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from clmc import analytics
+from clmc.dimensions import DimensionMap
 from clmc.endpoint_config import endpoint_config_point, endpoint_tags, transition
 from clmc.ingest import CONFIG_EVENT_MEASUREMENT, Limits, convert_batch, convert_events, to_config_event, to_measurement
 from clmc.kpi_engine import KpiEngine
@@ -54,8 +55,11 @@ class ClmcServicer(clmc_pb2_grpc.ClmcServiceServicer):
         subject_eraser: SubjectEraser | None = None,
         engine: KpiEngine | None = None,
         state: ClmcState | None = None,
+        dimensions: DimensionMap | None = None,
     ) -> None:
         self.store = store
+        #: Dimensions derived at ingest (CLMC-6).
+        self.dimensions = dimensions or DimensionMap({})
         self.limits = limits or Limits()
         self.clock_ns = clock_ns
         self.subject_eraser = subject_eraser
@@ -81,6 +85,7 @@ class ClmcServicer(clmc_pb2_grpc.ClmcServiceServicer):
         """Write converted points (dropping points of erased subjects) and run the stored hooks."""
         if self.erased_subjects:
             batch = [s for s in batch if not self._erased(dict(s.tags).get(SUBJECT_TAG))]
+        batch = self.dimensions.apply(batch)
         n: int = await self._storage(self.store.write, batch)
         for hook in self.stored_hooks:
             hook(batch)
@@ -297,4 +302,7 @@ class ClmcServicer(clmc_pb2_grpc.ClmcServiceServicer):
     async def GetInformationModel(
         self, request: clmc_pb2.GetInformationModelRequest, context: Any
     ) -> clmc_pb2.GetInformationModelResponse:
-        return clmc_pb2.GetInformationModelResponse(model=information_model())
+        reply = clmc_pb2.GetInformationModelResponse(model=information_model())
+        for name, dim in sorted(self.dimensions.dimensions.items()):
+            reply.dimensions.add(name=name, source_tag=dim.source_tag, mapping=dim.mapping, default_value=dim.default)
+        return reply

@@ -788,22 +788,86 @@ class GetInformationModelResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MODEL_FIELD_NUMBER: _builtins.int
+    DIMENSIONS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def model(self) -> _model_pb2.InformationModel:
         """The model."""
+
+    @_builtins.property
+    def dimensions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Dimension]:
+        """Dimensions this CLMC derives at ingest (CLMC-6), configured in services.clmc.dimensions."""
 
     def __init__(
         self,
         *,
         model: _model_pb2.InformationModel | None = ...,
+        dimensions: _abc.Iterable[Global___Dimension] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dimensions", b"dimensions", "model", b"model"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetInformationModelResponse: _TypeAlias = GetInformationModelResponse  # noqa: Y015
+
+@_typing.final
+class Dimension(_message.Message):
+    """A configured dimensional abstraction (CLMC-6): every stored point with tag `source_tag` also gets tag `name` whose
+    value is `mapping[source value]` (or `default_value`), so filters and group-by work on it like on any tag.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MappingEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SOURCE_TAG_FIELD_NUMBER: _builtins.int
+    MAPPING_FIELD_NUMBER: _builtins.int
+    DEFAULT_VALUE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Name of the derived tag (e.g. "region")."""
+    source_tag: _builtins.str
+    """Tag it is derived from (e.g. "flame_location")."""
+    default_value: _builtins.str
+    """Value for source values not in the mapping; empty = such points get no dimension tag."""
+    @_builtins.property
+    def mapping(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Source tag value -> dimension value."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        source_tag: _builtins.str = ...,
+        mapping: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        default_value: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_value", b"default_value", "mapping", b"mapping", "name", b"name", "source_tag", b"source_tag"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Dimension: _TypeAlias = Dimension  # noqa: Y015
 
 @_typing.final
 class GetDataQualityRequest(_message.Message):
