@@ -82,6 +82,10 @@ class Settings(BaseModel):
     #: IPv4 prefixes behind this NAP (IP-over-ICN, SFR-2), and the TUN interface carrying them (empty = off; root).
     ip_prefixes: list[str] = []
     tun_name: str = ""
+    #: Where this NAP is (reported with its lifecycle events, CLMC-5); unset = not reported.
+    latitude: float | None = None
+    longitude: float | None = None
+    location_name: str = ""
     #: CLMC to report nap_http/nap_fabric points to (host:port; empty = no reports), and how often.
     clmc_endpoint: str = ""
     report_interval_s: float = 1.0
@@ -176,6 +180,7 @@ class NapAgent:
             self.reporter = Reporter(
                 s.nap_id, self.client.stats, self.fabric_counters, lambda: channel(target), s.report_interval_s
             )
+            self.reporter.event("started", f"transport {s.transport}, http {self.http_port}", self._location())
             self.reporter.start()
         log.info(
             "nap agent started",
@@ -201,6 +206,12 @@ class NapAgent:
         dp.on_ip = self.ip.from_fabric
         self.tun.start()
 
+    def _location(self) -> tuple[float, float, str] | None:
+        s = self.settings
+        if s.latitude is None or s.longitude is None:
+            return None
+        return s.latitude, s.longitude, s.location_name
+
     async def wait_ready(self, timeout: float = 10.0) -> None:
         """Until the fabric accepted this NAP and the first snapshot from the PCE is applied."""
         async with asyncio.timeout(timeout):
@@ -225,6 +236,7 @@ class NapAgent:
         if self._status_task is not None:
             self._status_task.cancel()
         if self.reporter is not None:
+            self.reporter.event("stopped", "", self._location())
             await self.reporter.stop()
         await self.client.close()
         if self.pce is not None:

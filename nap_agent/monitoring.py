@@ -85,6 +85,7 @@ class Reporter:
         self.nap_id, self.stats, self.fabric_counters, self.channel = nap_id, stats, fabric_counters, channel
         self.interval, self.max_pending = interval, max_pending
         self.pending: list[model_pb2.Measurement] = []
+        self.events: list[model_pb2.ConfigEvent] = []
         self.published = 0
         self.dropped = 0
         self.failures = 0
@@ -107,6 +108,16 @@ class Reporter:
             await asyncio.sleep(self.interval)
             await self.flush()
 
+    def event(self, name: str, message: str = "", location: tuple[float, float, str] | None = None) -> None:
+        """Queue a lifecycle config event about this NAP (CLMC-4/5: with its geolocation when known)."""
+        e = model_pb2.ConfigEvent(
+            source="nap", subject_kind="nap", event=name, message=message, tags={"flame_location": self.nap_id}
+        )
+        e.time.FromNanoseconds(time.time_ns())
+        if location is not None:
+            e.location.latitude, e.location.longitude, e.location.name = location
+        self.events.append(e)
+
     def collect(self) -> None:
         """Move this interval's counts into the pending batch."""
         t_ns = time.time_ns()
@@ -125,6 +136,8 @@ class Reporter:
     async def flush(self) -> None:
         """Collect and publish; on failure keep everything for the next attempt."""
         self.collect()
+        if self.events:
+            await self._publish_events()
         if not self.pending:
             return
         batch = list(self.pending)
@@ -142,3 +155,18 @@ class Reporter:
             return
         del self.pending[: len(batch)]
         self.published += len(batch)
+
+    async def _publish_events(self) -> None:
+        batch = list(self.events)
+        request = clmc_pb2.PublishConfigEventsRequest(events=batch, request_id=uuid.uuid4().hex)
+
+        async def one() -> AsyncIterator[clmc_pb2.PublishConfigEventsRequest]:
+            yield request
+
+        try:
+            await clmc_pb2_grpc.ClmcServiceStub(self.channel()).PublishConfigEvents(one(), timeout=5)
+        except grpc.aio.AioRpcError as err:
+            self.failures += 1
+            log.warning("config events to clmc failed; will retry", extra={"fields": {"error": err.code().name}})
+            return
+        del self.events[: len(batch)]

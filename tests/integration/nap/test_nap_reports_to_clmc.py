@@ -23,7 +23,9 @@ def test_clmc8_nap_http_and_fabric_points_reach_the_clmc(tmp_path: Path) -> None
             origin = start_origin(group, "dc")
             async with running_server(clmc_spec(clmc_dir(tmp_path))) as clmc:
                 naps = {"nap-dc": [LocalServiceConfig(fqdn=VOD, endpoint=f"127.0.0.1:{origin}")], "nap-edge-a1": []}
-                async with emulated_edge(tmp_path, naps, clmc_endpoint=clmc, report_interval_s=0.2) as env:
+                async with emulated_edge(
+                    tmp_path, naps, clmc_endpoint=clmc, report_interval_s=0.2, latitude=51.45, longitude=-2.598
+                ) as env:
                     await env.route_to("nap-edge-a1", VOD)
 
                     def get(n: int, host: str = VOD) -> int:
@@ -61,6 +63,11 @@ def test_clmc8_nap_http_and_fabric_points_reach_the_clmc(tmp_path: Path) -> None
                             clmc_pb2.QueryRequest(measurement="nap_fabric", tags={"flame_location": "nap-dc"})
                         )
                         assert sum(p.fields["frames_received"].int_value for p in fabric.points) >= 20
+                        events = await stub.Query(
+                            clmc_pb2.QueryRequest(measurement="config_event", tags={"flame_location": "nap-dc"})
+                        )
+                        started = [p for p in events.points if p.tags.get("event") == "started"]
+                        assert started and started[0].fields["latitude"].double_value == 51.45  # CLMC-5 geolocation
 
     asyncio.run(scenario())
 
