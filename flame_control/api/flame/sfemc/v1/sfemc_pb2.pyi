@@ -753,3 +753,161 @@ class DelegateNameResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DelegateNameResponse: _TypeAlias = DelegateNameResponse  # noqa: Y015
+
+@_typing.final
+class EndpointSpec(_message.Message):
+    """What the orchestrator asks for one SF endpoint (placement already decided)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class EnvironmentEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    NODE_NAME_FIELD_NUMBER: _builtins.int
+    FQDN_FIELD_NUMBER: _builtins.int
+    SITE_FIELD_NUMBER: _builtins.int
+    NAP_ID_FIELD_NUMBER: _builtins.int
+    IMAGE_FIELD_NUMBER: _builtins.int
+    VIM_FIELD_NUMBER: _builtins.int
+    CPUS_FIELD_NUMBER: _builtins.int
+    MEMORY_MB_FIELD_NUMBER: _builtins.int
+    PORT_FIELD_NUMBER: _builtins.int
+    INITIAL_STATE_FIELD_NUMBER: _builtins.int
+    ENVIRONMENT_FIELD_NUMBER: _builtins.int
+    LOCATION_FIELD_NUMBER: _builtins.int
+    node_name: _builtins.str
+    """Node name in the template (flame_sf); unique within the media service."""
+    fqdn: _builtins.str
+    """FQDN it serves."""
+    site: _builtins.str
+    """Compute site chosen for it (flame_location)."""
+    nap_id: _builtins.str
+    """NAP in front of the site."""
+    image: _builtins.str
+    """Image name (an EndpointImage registered with the SFEMC, SFEMC-6)."""
+    vim: _builtins.str
+    """VIM that runs it: "process", "docker" or "openstack"."""
+    cpus: _builtins.float
+    """CPU cores requested."""
+    memory_mb: _builtins.int
+    """Memory requested (MiB)."""
+    port: _builtins.int
+    """TCP port the endpoint serves HTTP on inside its instance (0 = the image's default)."""
+    initial_state: _common_pb2.EndpointState.ValueType
+    """State the endpoint is held in while no surrogate policy moves it (e.g. CONNECTED for a data-centre surrogate,
+    PLACED for an edge surrogate waiting for demand).
+    """
+    @_builtins.property
+    def environment(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Environment passed to the instance."""
+
+    @_builtins.property
+    def location(self) -> _common_pb2.GeoLocation:
+        """Where the site is (for config events, CLMC-5)."""
+
+    def __init__(
+        self,
+        *,
+        node_name: _builtins.str = ...,
+        fqdn: _builtins.str = ...,
+        site: _builtins.str = ...,
+        nap_id: _builtins.str = ...,
+        image: _builtins.str = ...,
+        vim: _builtins.str = ...,
+        cpus: _builtins.float = ...,
+        memory_mb: _builtins.int = ...,
+        port: _builtins.int = ...,
+        initial_state: _common_pb2.EndpointState.ValueType = ...,
+        environment: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        location: _common_pb2.GeoLocation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["location", b"location"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpus", b"cpus", "environment", b"environment", "fqdn", b"fqdn", "image", b"image", "initial_state", b"initial_state", "location", b"location", "memory_mb", b"memory_mb", "nap_id", b"nap_id", "node_name", b"node_name", "port", b"port", "site", b"site", "vim", b"vim"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EndpointSpec: _TypeAlias = EndpointSpec  # noqa: Y015
+
+@_typing.final
+class ApplyEndpointsRequest(_message.Message):
+    """Request of ApplyEndpoints."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    MEDIA_SERVICE_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    ENDPOINTS_FIELD_NUMBER: _builtins.int
+    POLICIES_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Client id for idempotent retries."""
+    media_service: _builtins.str
+    """Media service (flame_sfc)."""
+    owner: _builtins.str
+    """Owner of the media service (subject that deployed it); checked against FQDN ownership and delegations."""
+    @_builtins.property
+    def endpoints(self) -> _containers.RepeatedCompositeFieldContainer[Global___EndpointSpec]:
+        """The complete desired endpoint set (replaces the previous one; empty = remove all)."""
+
+    @_builtins.property
+    def policies(self) -> _containers.RepeatedCompositeFieldContainer[Global___SurrogatePolicy]:
+        """The complete surrogate policy set (replaces the previous one)."""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        media_service: _builtins.str = ...,
+        owner: _builtins.str = ...,
+        endpoints: _abc.Iterable[Global___EndpointSpec] | None = ...,
+        policies: _abc.Iterable[Global___SurrogatePolicy] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoints", b"endpoints", "media_service", b"media_service", "owner", b"owner", "policies", b"policies", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyEndpointsRequest: _TypeAlias = ApplyEndpointsRequest  # noqa: Y015
+
+@_typing.final
+class ApplyEndpointsResponse(_message.Message):
+    """Response of ApplyEndpoints."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDPOINTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def endpoints(self) -> _containers.RepeatedCompositeFieldContainer[Global___Endpoint]:
+        """The endpoints of the service as now known (states move on asynchronously; watch them)."""
+
+    def __init__(
+        self,
+        *,
+        endpoints: _abc.Iterable[Global___Endpoint] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoints", b"endpoints"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyEndpointsResponse: _TypeAlias = ApplyEndpointsResponse  # noqa: Y015

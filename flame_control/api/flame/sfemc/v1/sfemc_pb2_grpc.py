@@ -80,6 +80,11 @@ class SfemcServiceStub:
                 request_serializer=flame_dot_sfemc_dot_v1_dot_sfemc__pb2.DelegateNameRequest.SerializeToString,
                 response_deserializer=flame_dot_sfemc_dot_v1_dot_sfemc__pb2.DelegateNameResponse.FromString,
                 _registered_method=True)
+        self.ApplyEndpoints = channel.unary_unary(
+                '/flame.sfemc.v1.SfemcService/ApplyEndpoints',
+                request_serializer=flame_dot_sfemc_dot_v1_dot_sfemc__pb2.ApplyEndpointsRequest.SerializeToString,
+                response_deserializer=flame_dot_sfemc_dot_v1_dot_sfemc__pb2.ApplyEndpointsResponse.FromString,
+                _registered_method=True)
 
 
 class SfemcServiceServicer:
@@ -149,6 +154,14 @@ class SfemcServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ApplyEndpoints(self, request, context):
+        """Replace the desired endpoint set and surrogate policies of a media service (from the orchestrator: ORCH-8,
+        ORCH-9). An empty endpoint set removes every endpoint of the service (instances, registrations, state).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SfemcServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -196,6 +209,11 @@ def add_SfemcServiceServicer_to_server(servicer, server):
                     servicer.DelegateName,
                     request_deserializer=flame_dot_sfemc_dot_v1_dot_sfemc__pb2.DelegateNameRequest.FromString,
                     response_serializer=flame_dot_sfemc_dot_v1_dot_sfemc__pb2.DelegateNameResponse.SerializeToString,
+            ),
+            'ApplyEndpoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyEndpoints,
+                    request_deserializer=flame_dot_sfemc_dot_v1_dot_sfemc__pb2.ApplyEndpointsRequest.FromString,
+                    response_serializer=flame_dot_sfemc_dot_v1_dot_sfemc__pb2.ApplyEndpointsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -442,6 +460,33 @@ class SfemcService:
             '/flame.sfemc.v1.SfemcService/DelegateName',
             flame_dot_sfemc_dot_v1_dot_sfemc__pb2.DelegateNameRequest.SerializeToString,
             flame_dot_sfemc_dot_v1_dot_sfemc__pb2.DelegateNameResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyEndpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flame.sfemc.v1.SfemcService/ApplyEndpoints',
+            flame_dot_sfemc_dot_v1_dot_sfemc__pb2.ApplyEndpointsRequest.SerializeToString,
+            flame_dot_sfemc_dot_v1_dot_sfemc__pb2.ApplyEndpointsResponse.FromString,
             options,
             channel_credentials,
             insecure,

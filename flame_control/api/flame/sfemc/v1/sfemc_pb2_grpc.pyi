@@ -53,6 +53,10 @@ class SfemcServiceStub:
     """Delete an endpoint image no endpoint uses (garbage collection, SFEMC-6)."""
     DelegateName: _grpc.UnaryUnaryMultiCallable[_sfemc_pb2.DelegateNameRequest, _sfemc_pb2.DelegateNameResponse]
     """Authorise (or revoke) a subject to register names under an FQDN (SFEMC-7, SFR-21)."""
+    ApplyEndpoints: _grpc.UnaryUnaryMultiCallable[_sfemc_pb2.ApplyEndpointsRequest, _sfemc_pb2.ApplyEndpointsResponse]
+    """Replace the desired endpoint set and surrogate policies of a media service (from the orchestrator: ORCH-8,
+    ORCH-9). An empty endpoint set removes every endpoint of the service (instances, registrations, state).
+    """
 
 @_typing.type_check_only
 class SfemcServiceAsyncStub(SfemcServiceStub):
@@ -77,6 +81,10 @@ class SfemcServiceAsyncStub(SfemcServiceStub):
     """Delete an endpoint image no endpoint uses (garbage collection, SFEMC-6)."""
     DelegateName: _aio.UnaryUnaryMultiCallable[_sfemc_pb2.DelegateNameRequest, _sfemc_pb2.DelegateNameResponse]  # type: ignore[assignment]
     """Authorise (or revoke) a subject to register names under an FQDN (SFEMC-7, SFR-21)."""
+    ApplyEndpoints: _aio.UnaryUnaryMultiCallable[_sfemc_pb2.ApplyEndpointsRequest, _sfemc_pb2.ApplyEndpointsResponse]  # type: ignore[assignment]
+    """Replace the desired endpoint set and surrogate policies of a media service (from the orchestrator: ORCH-8,
+    ORCH-9). An empty endpoint set removes every endpoint of the service (instances, registrations, state).
+    """
 
 class SfemcServiceServicer(metaclass=_abc_1.ABCMeta):
     """SF endpoint management and control."""
@@ -152,5 +160,15 @@ class SfemcServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_sfemc_pb2.DelegateNameResponse, _abc.Awaitable[_sfemc_pb2.DelegateNameResponse]]:
         """Authorise (or revoke) a subject to register names under an FQDN (SFEMC-7, SFR-21)."""
+
+    @_abc_1.abstractmethod
+    def ApplyEndpoints(
+        self,
+        request: _sfemc_pb2.ApplyEndpointsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sfemc_pb2.ApplyEndpointsResponse, _abc.Awaitable[_sfemc_pb2.ApplyEndpointsResponse]]:
+        """Replace the desired endpoint set and surrogate policies of a media service (from the orchestrator: ORCH-8,
+        ORCH-9). An empty endpoint set removes every endpoint of the service (instances, registrations, state).
+        """
 
 def add_SfemcServiceServicer_to_server(servicer: SfemcServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
