@@ -473,7 +473,9 @@ class WatchEndpointsRequest(_message.Message):
     media_service: _builtins.str
     """Only this media service (empty = all visible)."""
     include_current: _builtins.bool
-    """Send the current endpoints first."""
+    """Send the current endpoints first, then one message without an endpoint (empty `endpoint.id`) marking the end of
+    the current set; changes follow.
+    """
     def __init__(
         self,
         *,
@@ -496,8 +498,11 @@ class WatchEndpointsResponse(_message.Message):
 
     ENDPOINT_FIELD_NUMBER: _builtins.int
     PREVIOUS_STATE_FIELD_NUMBER: _builtins.int
+    REMOVED_FIELD_NUMBER: _builtins.int
     previous_state: _common_pb2.EndpointState.ValueType
     """State before."""
+    removed: _builtins.bool
+    """True when the endpoint left the SFEMC (removed from its media service); this is its last message."""
     @_builtins.property
     def endpoint(self) -> Global___Endpoint:
         """The endpoint after the change."""
@@ -507,10 +512,11 @@ class WatchEndpointsResponse(_message.Message):
         *,
         endpoint: Global___Endpoint | None = ...,
         previous_state: _common_pb2.EndpointState.ValueType = ...,
+        removed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "previous_state", b"previous_state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "previous_state", b"previous_state", "removed", b"removed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
