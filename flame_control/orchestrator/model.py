@@ -7,8 +7,8 @@ Paths in ``Problem`` are dotted paths into the YAML document (e.g.
 
 from __future__ import annotations
 
-import enum
 import dataclasses
+import enum
 from dataclasses import dataclass
 
 

@@ -22,8 +22,10 @@ class NapProcess:
         work.mkdir(parents=True, exist_ok=True)
         self.status_path = work / "status.json"
         settings = settings.model_copy(update={"status_file": str(self.status_path)})
+        #: Port of the agent's admin gRPC service (NapAgentService).
+        self.admin_port = free_port()
         config = {
-            "listen": {"ports": {"nap": free_port()}},
+            "listen": {"ports": {"nap": self.admin_port}},
             "services": {"nap": settings.model_dump(mode="json")},
         }
         path = work / "config.json"
