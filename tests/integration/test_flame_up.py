@@ -110,13 +110,28 @@ def test_flame_up_serves_five_services_with_reflection_health_and_one_rpc_each(
 
 
 def test_malformed_input_to_a_mutating_rpc_names_the_field(flame_stack: dict[str, int]) -> None:
+    """INVALID_ARGUMENT carries a google.rpc.BadRequest detail whose field violation names `fqdn`.
+
+    grpcurl 1.8.6 with `-format-error` prints the whole status as JSON on stderr, details included, so this checks the
+    structured detail a client program would read, not the message text.
+    """
     target = f"127.0.0.1:{flame_stack['pce']}"
     bad = run_grpcurl(
-        "-d", json.dumps({"fqdn": "not a valid fqdn!", "request_id": "r1"}), target, f"{SERVICES['pce']}/RegisterFqdn"
+        "-format-error",
+        "-d",
+        json.dumps({"fqdn": "not a valid fqdn!", "request_id": "r1"}),
+        target,
+        f"{SERVICES['pce']}/RegisterFqdn",
     )
     assert bad.returncode != 0
-    assert "InvalidArgument" in bad.stderr + bad.stdout
-    assert "fqdn" in bad.stderr + bad.stdout
+    status = json.loads(bad.stderr)
+    assert status["code"] == 3, status  # INVALID_ARGUMENT
+    bad_requests = [d for d in status["details"] if d["@type"] == "type.googleapis.com/google.rpc.BadRequest"]
+    assert len(bad_requests) == 1, status
+    violations = bad_requests[0].get("field_violations", bad_requests[0].get("fieldViolations"))
+    assert violations, status
+    fqdn = [v for v in violations if v["field"] == "fqdn"]
+    assert len(fqdn) == 1 and fqdn[0]["description"], violations
 
 
 def test_flame_up_stops_cleanly_on_sigterm(flame_stack: dict[str, int], procs: ProcessGroup) -> None:
