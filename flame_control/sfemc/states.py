@@ -133,13 +133,14 @@ def next_step(current: EndpointState, desired: EndpointState, resume_from: Endpo
     """The step to run next to move an endpoint from ``current`` towards ``desired``, or None when it is there.
 
     ``current`` FAILED plans from ``resume_from`` (the source of the failed step, i.e. the last stable state;
-    UNPLACED when unknown: placing is idempotent, the VIM adopts an instance it already has). A transient
+    UNPLACED when unknown or UNSPECIFIED: placing is idempotent, the VIM adopts an instance it already has). A transient
     ``current`` (a step interrupted by a crash) resumes that step when ``desired`` is at or above its target, else
     undoes it. ValueError when ``desired`` is not a stable state or ``current`` is UNSPECIFIED.
     """
     _check_desired(desired)
     if current is EndpointState.FAILED:
-        current = resume_from if resume_from is not None else EndpointState.UNPLACED
+        known = resume_from is not None and resume_from is not EndpointState.UNSPECIFIED
+        current = resume_from if known and resume_from is not None else EndpointState.UNPLACED
         if not is_stable(current):
             raise ValueError(f"resume_from must be a stable state, not {current.label}")
     if current is EndpointState.UNSPECIFIED:

@@ -77,6 +77,8 @@ def test_sfemc5_failed_step_retries_from_the_last_stable_state() -> None:
     assert next_step(S.FAILED, S.PLACED, resume_from=S.PLACED) is None
     assert [s.action for s in path(S.FAILED, S.CONNECTED, S.BOOTED)] == [Action.CONNECT]
     assert next_step(S.FAILED, S.BOOTED).action is Action.PLACE
+    assert next_step(S.FAILED, S.BOOTED, resume_from=S.UNSPECIFIED).action is Action.PLACE
+    assert next_step(S.CONNECTED, S.CONNECTED, resume_from=S.UNSPECIFIED) is None  # only read when FAILED
     with pytest.raises(ValueError):
         next_step(S.FAILED, S.BOOTED, resume_from=S.BOOTING)
 
