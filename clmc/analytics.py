@@ -6,6 +6,8 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping, Sequence
 
+from google.protobuf.message import Message
+
 from clmc.ingest import MEASUREMENT_RE, NAME_RE
 from clmc.storage.base import AggKind, AggQuery, Selection, TagTuple
 from clmc.viewpoint import Viewpoint, with_time
@@ -15,6 +17,10 @@ from flame_control.runtime.errors import Violations
 DEFAULT_LIMIT = 10_000
 MAX_LIMIT = 100_000
 MAX_WINDOWS = 100_000
+#: Times storage can hold: int64 nanoseconds (InfluxDB's own limits), about 1677-09-21 to 2262-04-11. A Timestamp can
+#: say year 1 or year 9999; such bounds are refused with a field violation instead of overflowing in a backend.
+MIN_TIME_NS = -9_223_372_036_854_775_806
+MAX_TIME_NS = 9_223_372_036_854_775_806
 AGG_KINDS: dict[int, AggKind] = {
     kpi_pb2.AGGREGATION_MEAN: AggKind.MEAN,
     kpi_pb2.AGGREGATION_MIN: AggKind.MIN,
@@ -34,13 +40,24 @@ def _check_names(v: Violations, measurement: str, tags: Mapping[str, str], group
     v.check(len(set(group_by)) == len(group_by), "group_by", "duplicate tags")
 
 
+def time_bound(v: Violations, req: Message, name: str) -> int | None:
+    """The Timestamp field ``name`` of ``req`` in ns (None when unset), with a violation when storage cannot hold it."""
+    if not req.HasField(name):
+        return None
+    ns: int = getattr(req, name).ToNanoseconds()
+    v.check(MIN_TIME_NS <= ns <= MAX_TIME_NS, name, "must be between 1677-09-21 and 2262-04-11 (int64 nanoseconds)")
+    return ns
+
+
 def query_selection(req: clmc_pb2.QueryRequest, view: Viewpoint, now_ns: int) -> tuple[Selection, list[str], int]:
     """Selection, fields and limit of a Query request."""
     v = Violations()
     _check_names(v, req.measurement, req.tags)
-    start = req.start.ToNanoseconds() if req.HasField("start") else None
-    end = req.end.ToNanoseconds() if req.HasField("end") else now_ns
-    v.check(start is None or end > start, "end", "must be after start")
+    start = time_bound(v, req, "start")
+    end = time_bound(v, req, "end")
+    if end is None:
+        end = now_ns
+    v.check(start is None or end > start, "end", "must be after start (an unset end means now)")
     v.check(req.limit <= MAX_LIMIT, "limit", f"at most {MAX_LIMIT}")
     for i, f in enumerate(req.fields):
         v.check(bool(NAME_RE.match(f)), f"fields[{i}]", "field names are identifiers")
@@ -59,7 +76,7 @@ def aggregate_query(req: clmc_pb2.AggregateRequest, view: Viewpoint) -> AggQuery
         v.check(0 < req.percentile <= 100, "percentile", "must be in (0, 100]")
     v.check(req.HasField("start"), "start", "required")
     v.check(req.HasField("end"), "end", "required")
-    start, end = req.start.ToNanoseconds(), req.end.ToNanoseconds()
+    start, end = time_bound(v, req, "start") or 0, time_bound(v, req, "end") or 0
     v.check(end > start, "end", "must be after start")
     window = req.window.ToNanoseconds() if req.HasField("window") else 0
     v.check(window >= 0 and window % 1_000_000 == 0, "window", "must be a positive whole number of milliseconds")
@@ -85,11 +102,12 @@ def quality_request(req: clmc_pb2.GetDataQualityRequest, view: Viewpoint) -> tup
     v = Violations()
     _check_names(v, req.measurement, req.tags)
     v.check(req.HasField("start") and req.HasField("end"), "start", "start and end are required")
-    v.check(req.end.ToNanoseconds() > req.start.ToNanoseconds(), "end", "must be after start")
+    start, end = time_bound(v, req, "start") or 0, time_bound(v, req, "end") or 0
+    v.check(end > start, "end", "must be after start")
     interval = req.expected_interval.ToNanoseconds()
     v.check(interval > 0, "expected_interval", "required, > 0")
     v.raise_if_any()
-    sel = with_time(view.narrow(req.measurement, req.tags), req.start.ToNanoseconds(), req.end.ToNanoseconds())
+    sel = with_time(view.narrow(req.measurement, req.tags), start, end)
     return sel, interval
 
 

@@ -174,8 +174,8 @@ class ClmcServicer(clmc_pb2_grpc.ClmcServiceServicer):
             raise PermissionDenied("only the platform operator deletes measurements")
         v = Violations()
         analytics._check_names(v, request.measurement, request.tags)
-        start = request.start.ToNanoseconds() if request.HasField("start") else None
-        end = request.end.ToNanoseconds() if request.HasField("end") else None
+        start = analytics.time_bound(v, request, "start")
+        end = analytics.time_bound(v, request, "end")
         v.check(start is None or end is None or end > start, "end", "must be after start")
         v.raise_if_any()
         sel = with_time(view.narrow(request.measurement, request.tags), start, end)
