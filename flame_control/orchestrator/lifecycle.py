@@ -1,0 +1,423 @@
+"""Media-service lifecycle (ORCH-2..9): validate, place, hand endpoints and policies to the SFEMC, define KPIs at
+the CLMC, follow endpoint states, and reconcile desired against actual until they agree.
+
+Desired state is the store (template, generation, placement); actual state is what the SFEMC reports on its
+WatchEndpoints stream. A reconcile loop (rate limited, exponential backoff with jitter per service) re-applies any
+service whose generation the SFEMC has not taken yet, so a crashed orchestrator resumes where it was: applying the
+same endpoint set again is a no-op at the SFEMC, and VIM instances are adopted by label, never duplicated.
+
+Status is honest: RUNNING only when every endpoint is in the state its controller is driving it to, DEGRADED when
+any endpoint failed, DEPLOYING in between. Every status change is streamed to WatchMediaService subscribers and sent
+to the CLMC as a config event (CLMC-4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import grpc
+
+from flame_control.api.flame.clmc.v1 import clmc_pb2, clmc_pb2_grpc, model_pb2
+from flame_control.api.flame.common.v1 import common_pb2
+from flame_control.api.flame.orchestrator.v1 import orchestrator_pb2
+from flame_control.api.flame.sfemc.v1 import sfemc_pb2, sfemc_pb2_grpc
+from flame_control.clmc_events import ConfigEventPublisher, config_event
+from flame_control.orchestrator import convert
+from flame_control.orchestrator.catalogue import parse_catalogue
+from flame_control.orchestrator.model import Catalogue, Problem, ServiceTemplate, Severity, TemplateInvalid
+from flame_control.orchestrator.placement import place, usage_of
+from flame_control.orchestrator.store import OrchestratorStore, ServiceRecord, sha256
+from flame_control.orchestrator.template import parse_template
+from flame_control.orchestrator.validation import validate
+
+log = logging.getLogger("flame.orchestrator")
+
+S = orchestrator_pb2
+FAILED_STATE = common_pb2.ENDPOINT_STATE_FAILED
+
+
+def errors_of(problems: list[Problem]) -> list[Problem]:
+    return [p for p in problems if p.severity is Severity.ERROR]
+
+
+@dataclass
+class _Backoff:
+    attempts: int = 0
+    not_before: float = 0.0
+
+
+@dataclass
+class Lifecycle:
+    """The orchestrator's core state machine over its store, talking to SFEMC and CLMC through their contracts."""
+
+    store: OrchestratorStore
+    sfemc: Callable[[], grpc.aio.Channel]
+    clmc: Callable[[], grpc.aio.Channel]
+    events: ConfigEventPublisher
+    default_vim: str = "process"
+    wall: Callable[[], float] = time.time
+    mono: Callable[[], float] = time.monotonic
+    #: Endpoints as the SFEMC last reported them, by media service then endpoint id.
+    endpoints: dict[str, dict[str, sfemc_pb2.Endpoint]] = field(default_factory=dict)
+    watchers: dict[str, list[asyncio.Queue[S.WatchMediaServiceResponse]]] = field(default_factory=dict)
+    sfemc_watch_connected: bool = False
+    _parsed: dict[str, tuple[str, ServiceTemplate]] = field(default_factory=dict)
+    _catalogue: tuple[str, Catalogue | None] = ("", None)
+    _backoff: dict[str, _Backoff] = field(default_factory=dict)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    # --- parsed views of the store ---------------------------------------------------------------------------------
+
+    def catalogue(self) -> Catalogue | None:
+        text = self.store.catalogue
+        if self._catalogue[0] != text:
+            cat, _ = parse_catalogue(text) if text else (None, [])
+            self._catalogue = (text, cat)
+        return self._catalogue[1]
+
+    def template_of(self, rec: ServiceRecord) -> ServiceTemplate:
+        cached = self._parsed.get(rec.name)
+        if cached is None or cached[0] != rec.template_sha256:
+            tpl, problems = parse_template(rec.template)
+            if tpl is None:
+                raise TemplateInvalid(problems)
+            cached = (rec.template_sha256, tpl)
+            self._parsed[rec.name] = cached
+        return cached[1]
+
+    def deployed(self, exclude: str = "") -> dict[str, ServiceTemplate]:
+        return {n: self.template_of(r) for n, r in self.store.services.items() if n != exclude and not r.deleting}
+
+    def placements(self, exclude: str = "") -> dict[str, dict[str, str]]:
+        """Where deployed services' endpoints are (capacity checks count them)."""
+        return {n: r.placement for n, r in self.store.services.items() if n != exclude and not r.deleting}
+
+    async def known_metrics(self) -> dict[str, set[str]] | None:
+        """Measurements and fields of the CLMC's information model (None when the CLMC cannot be asked)."""
+        try:
+            resp = await clmc_pb2_grpc.ClmcServiceStub(self.clmc()).GetInformationModel(
+                clmc_pb2.GetInformationModelRequest(), timeout=2
+            )
+        except grpc.aio.AioRpcError:
+            return None
+        return {m.name: {f.name for f in m.fields} for m in resp.model.measurements}
+
+    # --- validation and placement ----------------------------------------------------------------------------------
+
+    async def check(self, text: str, *, updating: str = "") -> tuple[ServiceTemplate | None, list[Problem]]:
+        """Parse + validate against the catalogue and the deployed state (ORCH-2, ORCH-7); nothing changes."""
+        tpl, problems = parse_template(text)
+        if tpl is None:
+            return None, problems
+        problems = problems + validate(
+            tpl,
+            self.catalogue(),
+            self.deployed(exclude=updating),
+            updating=bool(updating),
+            known_metrics=await self.known_metrics(),
+            placements=self.placements(exclude=updating),
+            default_vim=self.default_vim,
+        )
+        return tpl, problems
+
+    def _place(self, tpl: ServiceTemplate, exclude: str = "", keep: dict[str, str] | None = None) -> dict[str, str]:
+        cat = self.catalogue()
+        if cat is None:
+            raise TemplateInvalid(
+                [Problem("", "no infrastructure catalogue is applied", "apply one with ApplyInfrastructureCatalogue")]
+            )
+        deployed = self.deployed(exclude=exclude)
+        placements = self.placements(exclude=exclude)
+        usage = usage_of(((deployed[n], placements[n]) for n in deployed), cat)
+        result = place(tpl, cat, usage, default_vim=self.default_vim)
+        if isinstance(result, list):
+            raise TemplateInvalid(result)
+        return result
+
+    # --- mutations -------------------------------------------------------------------------------------------------
+
+    async def deploy(self, text: str, owner: str) -> ServiceRecord:
+        async with self._lock:
+            tpl, problems = await self.check(text)
+            if tpl is None or errors_of(problems):
+                raise TemplateInvalid(problems)
+            existing = self.store.services.get(tpl.name)
+            if existing is not None:
+                if existing.template_sha256 == sha256(text) and not existing.deleting:
+                    return existing  # the same deploy again: idempotent by content
+            placement = self._place(tpl)
+            now = self.wall()
+            rec = ServiceRecord(
+                tpl.name, owner, text, sha256(text), created_at=now, updated_at=now, placement=placement
+            )
+            self.store.services[tpl.name] = rec
+            self.store.save()
+        self._service_event(rec, "deploy_requested")
+        self.wake()
+        return rec
+
+    async def update(self, name: str, text: str) -> ServiceRecord:
+        async with self._lock:
+            rec = self.store.services[name]
+            tpl, problems = await self.check(text, updating=name)
+            if tpl is None or errors_of(problems):
+                raise TemplateInvalid(problems)
+            if tpl.name != name:
+                raise TemplateInvalid(
+                    [Problem("metadata.service_name", f"names {tpl.name!r}, not {name!r}", "keep the service name")]
+                )
+            if rec.template_sha256 == sha256(text):
+                return rec
+            rec.placement = self._place(tpl, exclude=name)
+            rec.template, rec.template_sha256 = text, sha256(text)
+            rec.generation += 1
+            rec.status, rec.updated_at = S.SERVICE_STATUS_DEPLOYING, self.wall()
+            self.store.save()
+        self._service_event(rec, "update_requested")
+        self.wake()
+        return rec
+
+    async def delete(self, name: str) -> ServiceRecord:
+        async with self._lock:
+            rec = self.store.services[name]
+            if not rec.deleting:
+                rec.deleting = True
+                rec.generation += 1
+                rec.status, rec.updated_at = S.SERVICE_STATUS_DELETING, self.wall()
+                self.store.save()
+        self._service_event(rec, "delete_requested")
+        self.wake()
+        return rec
+
+    # --- background loops ------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._reconcile_loop()), loop.create_task(self._watch_loop())]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            for name in sorted(self.store.services):
+                rec = self.store.services.get(name)
+                if rec is None:
+                    continue
+                b = self._backoff.get(name)
+                if b is not None and self.mono() < b.not_before:
+                    continue
+                try:
+                    await self.reconcile(rec)
+                    self._backoff.pop(name, None)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    b = self._backoff.setdefault(name, _Backoff())
+                    b.attempts += 1
+                    delay = min(30.0, 0.25 * 2 ** (b.attempts - 1)) * random.uniform(0.8, 1.2)
+                    b.not_before = self.mono() + delay
+                    msg = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+                    log.warning("reconcile of %s failed (retry in %.1f s): %s", name, delay, msg)
+                    self._set_status(rec, rec.status, f"reconcile failed, retrying: {msg}")
+
+    async def reconcile(self, rec: ServiceRecord) -> None:
+        """One pass for one service: push desired state where the SFEMC lags, then derive the status."""
+        if rec.observed_generation < rec.generation:
+            if rec.deleting:
+                await self._apply(rec, [], [])
+            else:
+                tpl = self.template_of(rec)
+                cat = self.catalogue()
+                if cat is None:
+                    raise RuntimeError("no infrastructure catalogue is applied")
+                await self._define_kpis(rec, tpl)
+                specs = convert.endpoint_specs(tpl, rec.placement, cat, self.default_vim)
+                await self._apply(rec, specs, [convert.surrogate_policy(p) for p in tpl.policies])
+            rec.observed_generation = rec.generation
+            self.store.save()
+        if rec.deleting and not self.endpoints.get(rec.name) and self.sfemc_watch_connected:
+            await self._delete_kpis(rec, keep=set())
+            del self.store.services[rec.name]
+            self._parsed.pop(rec.name, None)
+            self.store.save()
+            self._service_event(rec, "deleted")
+            self._broadcast(rec.name, S.WatchMediaServiceResponse(status=S.SERVICE_STATUS_DELETING, message="deleted"))
+            return
+        self._refresh_status(rec)
+
+    async def _apply(
+        self, rec: ServiceRecord, specs: list[sfemc_pb2.EndpointSpec], policies: list[sfemc_pb2.SurrogatePolicy]
+    ) -> None:
+        await sfemc_pb2_grpc.SfemcServiceStub(self.sfemc()).ApplyEndpoints(
+            sfemc_pb2.ApplyEndpointsRequest(
+                request_id=uuid.uuid4().hex,
+                media_service=rec.name,
+                owner=rec.owner,
+                endpoints=specs,
+                policies=policies,
+            ),
+            timeout=10,
+        )
+
+    async def _define_kpis(self, rec: ServiceRecord, tpl: ServiceTemplate) -> None:
+        stub = clmc_pb2_grpc.ClmcServiceStub(self.clmc())
+        for k in tpl.kpis:
+            await stub.DefineKpi(
+                clmc_pb2.DefineKpiRequest(request_id=uuid.uuid4().hex, kpi=convert.kpi_definition(rec.name, k)),
+                timeout=5,
+            )
+        await self._delete_kpis(rec, keep={k.name for k in tpl.kpis})
+        rec.kpis = sorted(k.name for k in tpl.kpis)
+
+    async def _delete_kpis(self, rec: ServiceRecord, keep: set[str]) -> None:
+        stub = clmc_pb2_grpc.ClmcServiceStub(self.clmc())
+        for name in [n for n in rec.kpis if n not in keep]:
+            try:
+                await stub.DeleteKpi(
+                    clmc_pb2.DeleteKpiRequest(request_id=uuid.uuid4().hex, media_service=rec.name, name=name),
+                    timeout=5,
+                )
+            except grpc.aio.AioRpcError as err:
+                if err.code() is not grpc.StatusCode.NOT_FOUND:
+                    raise
+        rec.kpis = [n for n in rec.kpis if n in keep]
+
+    async def _watch_loop(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                stream = sfemc_pb2_grpc.SfemcServiceStub(self.sfemc()).WatchEndpoints(
+                    sfemc_pb2.WatchEndpointsRequest(include_current=True)
+                )
+                fresh: dict[str, dict[str, sfemc_pb2.Endpoint]] = {}
+                first = True
+                async for msg in stream:
+                    if first:
+                        # The SFEMC sends current endpoints first; replace our view with its truth.
+                        self.endpoints, first = fresh, False
+                        self.sfemc_watch_connected = True
+                        backoff = 0.1
+                    self._on_endpoint(msg)
+            except asyncio.CancelledError:
+                raise
+            except grpc.aio.AioRpcError as err:
+                if self.sfemc_watch_connected:
+                    log.warning("endpoint watch lost; reconnecting", extra={"fields": {"error": err.code().name}})
+            self.sfemc_watch_connected = False
+            await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+            backoff = min(backoff * 2, 5.0)
+
+    def _on_endpoint(self, msg: sfemc_pb2.WatchEndpointsResponse) -> None:
+        e = msg.endpoint
+        if not e.id:
+            return  # the SFEMC's "current state sent" marker
+        by_id = self.endpoints.setdefault(e.media_service, {})
+        if msg.removed:
+            by_id.pop(e.id, None)
+        else:
+            by_id[e.id] = e
+        rec = self.store.services.get(e.media_service)
+        if rec is None:
+            return
+        if msg.previous_state != e.state or msg.removed:
+            self._broadcast(
+                rec.name,
+                S.WatchMediaServiceResponse(
+                    status=rec.status,  # type: ignore[arg-type]
+                    endpoint_id=e.id,
+                    from_state=msg.previous_state,
+                    to_state=common_pb2.ENDPOINT_STATE_UNPLACED if msg.removed else e.state,
+                    message="removed" if msg.removed else e.last_error,
+                ),
+            )
+        self._refresh_status(rec)
+        self.wake()
+
+    # --- status ----------------------------------------------------------------------------------------------------
+
+    def derived_status(self, rec: ServiceRecord) -> tuple[int, str]:
+        if rec.deleting:
+            return S.SERVICE_STATUS_DELETING, ""
+        if rec.observed_generation < rec.generation:
+            return (S.SERVICE_STATUS_PENDING if rec.observed_generation == 0 else S.SERVICE_STATUS_DEPLOYING), ""
+        eps = self.endpoints.get(rec.name, {})
+        wanted = {n.name for n in self.template_of(rec).endpoints}
+        have = {e.node_name for e in eps.values()}
+        failed = [e for e in eps.values() if e.state == FAILED_STATE]
+        if failed:
+            return S.SERVICE_STATUS_DEGRADED, "; ".join(f"{e.id}: {e.last_error}" for e in failed)
+        if wanted <= have and all(e.state == e.desired_state for e in eps.values()):
+            return S.SERVICE_STATUS_RUNNING, ""
+        return S.SERVICE_STATUS_DEPLOYING, ""
+
+    def _refresh_status(self, rec: ServiceRecord) -> None:
+        status, message = self.derived_status(rec)
+        self._set_status(rec, status, message)
+
+    def _set_status(self, rec: ServiceRecord, status: int, message: str) -> None:
+        if (status, message) == (rec.status, rec.message):
+            return
+        changed = status != rec.status
+        rec.status, rec.message, rec.updated_at = status, message, self.wall()
+        if rec.name in self.store.services:
+            self.store.save()
+        if changed:
+            self._service_event(rec, S.ServiceStatus.Name(status).removeprefix("SERVICE_STATUS_").lower())  # type: ignore[arg-type]
+            self._broadcast(rec.name, S.WatchMediaServiceResponse(status=status, message=message))  # type: ignore[arg-type]
+
+    def _service_event(self, rec: ServiceRecord, event: str) -> None:
+        failure = model_pb2.FAILURE_CATEGORY_UNSPECIFIED
+        if rec.status == S.SERVICE_STATUS_DEGRADED:
+            failure = model_pb2.FAILURE_CATEGORY_CONTROL_PLANE
+        self.events.publish(
+            config_event(
+                "orchestrator",
+                "media_service",
+                {"flame_sfc": rec.name},
+                event=event,
+                failure=failure,
+                message=rec.message,
+            )
+        )
+
+    def _broadcast(self, name: str, msg: S.WatchMediaServiceResponse) -> None:
+        msg.time.FromNanoseconds(int(self.wall() * 1e9))
+        for q in list(self.watchers.get(name, [])):
+            q.put_nowait(msg)
+
+    # --- API views -------------------------------------------------------------------------------------------------
+
+    def view(self, rec: ServiceRecord) -> S.MediaService:
+        ms = S.MediaService(
+            name=rec.name,
+            owner=rec.owner,
+            status=rec.status,  # type: ignore[arg-type]
+            generation=rec.generation,
+            observed_generation=rec.observed_generation,
+            template_sha256=rec.template_sha256,
+            message=rec.message,
+            endpoints=[e for _, e in sorted(self.endpoints.get(rec.name, {}).items())],
+        )
+        ms.created_at.FromNanoseconds(int(rec.created_at * 1e9))
+        ms.updated_at.FromNanoseconds(int(rec.updated_at * 1e9))
+        return ms
