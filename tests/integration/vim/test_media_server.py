@@ -63,9 +63,10 @@ def test_bad_requests_are_answered_and_the_server_keeps_serving(server: tuple[Pr
     with socket.create_connection(("127.0.0.1", port), timeout=5) as half:
         half.sendall(b"GET /health HTTP/1.1\r\n")  # half a request, then the client goes away
     assert proc.popen.poll() is None
-    with http.client.HTTPConnection("127.0.0.1", port, timeout=5) as conn:
-        conn.request("GET", "/health")
-        assert conn.getresponse().read() == b"ok"
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request("GET", "/health")
+    assert conn.getresponse().read() == b"ok"
+    conn.close()
 
 
 def test_sigterm_exits_zero(server: tuple[Proc, int]) -> None:
