@@ -9,6 +9,9 @@
   tags, time), so no point is ever stored twice. Invalid messages are logged and counted, never block the partition.
 - :class:`KafkaEventSink`: KPI events to a topic, keyed by media service and KPI.
 - :func:`subject_tombstones`: tombstones (null values) for every stored point of an erased subject.
+
+Every client takes a :class:`~clmc.kafka_security.KafkaSecurity` (TLS, SASL; PLAINTEXT by default) merged into its
+librdkafka config by :func:`producer_config`, :func:`consumer_config` and :func:`admin_config`.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from clmc.ingest import Limits, convert_batch
+from clmc.kafka_security import PLAINTEXT, KafkaSecurity
 from clmc.model import SUBJECT_TAG
 from clmc.storage.base import SeriesData, StoredPoint, canonical_tags
 from flame_control.api.flame.clmc.v1 import clmc_pb2, kpi_pb2, model_pb2
@@ -41,9 +45,20 @@ class Topics:
     kpi_events: str = "clmc.kpi-events"
 
 
-def ensure_topics(bootstrap: str, topics: Topics, partitions: int = 1, timeout: float = 10.0) -> None:
+def admin_config(bootstrap: str, security: KafkaSecurity = PLAINTEXT) -> dict[str, Any]:
+    """An admin client's config."""
+    return {"bootstrap.servers": bootstrap, **security.client_config()}
+
+
+def ensure_topics(
+    bootstrap: str,
+    topics: Topics,
+    partitions: int = 1,
+    timeout: float = 10.0,
+    security: KafkaSecurity = PLAINTEXT,
+) -> None:
     """Create the topics if missing (the subject topic compacted)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(admin_config(bootstrap, security))
     existing = set(admin.list_topics(timeout=timeout).topics)
     wanted = [
         NewTopic(topics.measurements, partitions, 1),
@@ -65,7 +80,7 @@ def point_key(measurement: str, tags: Iterable[tuple[str, str]], time_ns: int) -
     return f"{measurement}|{'|'.join(f'{k}={v}' for k, v in tags)}|{time_ns}".encode()
 
 
-def producer_config(bootstrap: str) -> dict[str, Any]:
+def producer_config(bootstrap: str, security: KafkaSecurity = PLAINTEXT) -> dict[str, Any]:
     """An idempotent producer; librdkafka retries a message for 15 s, then MeasurementProducer re-sends it."""
     return {
         "bootstrap.servers": bootstrap,
@@ -74,16 +89,33 @@ def producer_config(bootstrap: str) -> dict[str, Any]:
         "linger.ms": 5,
         "message.timeout.ms": 15_000,
         "compression.type": "none",
+        **security.client_config(),
+    }
+
+
+def consumer_config(
+    bootstrap: str, group: str, session_timeout_ms: int = 6000, security: KafkaSecurity = PLAINTEXT
+) -> dict[str, Any]:
+    """A consumer-group member that commits offsets itself (after storing)."""
+    return {
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": session_timeout_ms,
+        "heartbeat.interval.ms": max(100, session_timeout_ms // 4),
+        **security.client_config(),
     }
 
 
 class MeasurementProducer:
     """Publishes measurement batches to Kafka (see module doc for the topic layout)."""
 
-    def __init__(self, bootstrap: str, topics: Topics = Topics()) -> None:
+    def __init__(self, bootstrap: str, topics: Topics = Topics(), security: KafkaSecurity = PLAINTEXT) -> None:
         self.topics = topics
         self._bootstrap = bootstrap
-        self._producer = Producer(producer_config(bootstrap))
+        self._security = security
+        self._producer = Producer(producer_config(bootstrap, security))
         self._undelivered: list[tuple[str, bytes | None, bytes | None]] = []
         self.resent = 0
 
@@ -147,7 +179,7 @@ class MeasurementProducer:
                 raise RuntimeError(f"{left + len(self._undelivered)} messages undelivered after {timeout:.0f} s")
             if self._undelivered and left == 0:
                 retry, self._undelivered = self._undelivered, []
-                self._producer = Producer(producer_config(self._bootstrap))
+                self._producer = Producer(producer_config(self._bootstrap, self._security))
                 for topic, key, value in retry:
                     self._produce(topic, key, value)
                 self.resent += len(retry)
@@ -164,8 +196,8 @@ def subject_tombstones(producer: MeasurementProducer, points: list[StoredPoint])
 class KafkaEventSink:
     """KPI events to the KPI topic (serialized KpiEvent, key ``media_service/kpi``)."""
 
-    def __init__(self, bootstrap: str, topics: Topics = Topics()) -> None:
-        self._producer = Producer(producer_config(bootstrap))
+    def __init__(self, bootstrap: str, topics: Topics = Topics(), security: KafkaSecurity = PLAINTEXT) -> None:
+        self._producer = Producer(producer_config(bootstrap, security))
         self._topic = topics.kpi_events
 
     def __call__(self, event: kpi_pb2.KpiEvent) -> None:
@@ -194,17 +226,9 @@ class KafkaIngestor:
         limits: Limits | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
         session_timeout_ms: int = 6000,
+        security: KafkaSecurity = PLAINTEXT,
     ) -> None:
-        self._consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": group,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "session.timeout.ms": session_timeout_ms,
-                "heartbeat.interval.ms": max(100, session_timeout_ms // 4),
-            }
-        )
+        self._consumer = Consumer(consumer_config(bootstrap, group, session_timeout_ms, security))
         self._consumer.subscribe([topics.measurements, topics.subject_points])
         self._store = store
         self._limits = limits or Limits()

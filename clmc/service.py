@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from clmc.dashboard import Dashboard
 from clmc.dimensions import DimensionConfig, DimensionMap, check_dimensions
@@ -21,6 +21,7 @@ from clmc.kafka_bus import (
     ensure_topics,
     subject_tombstones,
 )
+from clmc.kafka_security import KafkaSecuritySettings
 from clmc.kpi_engine import KpiEngine
 from clmc.kpi_state import ClmcState
 from clmc.servicer import ClmcServicer, wall_clock_ns
@@ -44,6 +45,10 @@ class Settings(BaseModel):
     embedded_path: Path | None = None
     #: InfluxDB base URL (backend influxdb).
     influx_url: str = "http://127.0.0.1:8086"
+    #: CA certificate (PEM) an https influx_url is verified against (default: the system CAs).
+    influx_ca_file: Path | None = None
+    #: Verify the InfluxDB server certificate (https); false only for a lab (encrypted, not authenticated).
+    influx_verify_tls: bool = True
     #: InfluxDB database (created if missing).
     influx_database: str = "flame"
     #: Retention of measurements, as an InfluxQL duration (e.g. "30d"); empty = keep forever (CLMC-10).
@@ -63,6 +68,8 @@ class Settings(BaseModel):
     kpi_interval_s: float = Field(default=1.0, gt=0)
     #: Kafka bootstrap servers ("host:port,..."); empty = no Kafka (gRPC ingest only).
     kafka_bootstrap: str = ""
+    #: TLS / SASL of every Kafka client (producer, consumer, admin); PLAINTEXT by default (CLMC-27).
+    kafka_security: KafkaSecuritySettings = Field(default_factory=KafkaSecuritySettings)
     #: Consumer group of the CLMC's Kafka ingest.
     kafka_group: str = "flame-clmc"
     #: Topic of measurement batches without personal data.
@@ -77,6 +84,12 @@ class Settings(BaseModel):
     max_future_s: float = Field(default=3600.0, gt=0)
     #: Dimensions derived at ingest from a tag (CLMC-6), e.g. {region: {source_tag: flame_location, mapping: {...}}}.
     dimensions: dict[str, DimensionConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _tls_needs_https(self) -> Settings:
+        if not self.influx_url.startswith("https://") and (self.influx_ca_file or not self.influx_verify_tls):
+            raise ValueError("influx_ca_file / influx_verify_tls apply to an https:// influx_url only")
+        return self
 
     @field_validator("dimensions")
     @classmethod
@@ -107,7 +120,12 @@ def open_store(settings: Settings, state_dir: Path) -> MetricStore:
     """The configured storage backend."""
     if settings.backend == "influxdb":
         return InfluxStore(
-            settings.influx_url, settings.influx_database, settings.retention, retry_for_s=settings.influx_retry_s
+            settings.influx_url,
+            settings.influx_database,
+            settings.retention,
+            retry_for_s=settings.influx_retry_s,
+            ca_file=settings.influx_ca_file,
+            verify_tls=settings.influx_verify_tls,
         )
     return EmbeddedStore(settings.embedded_path or state_dir / "metrics.sqlite")
 
@@ -134,8 +152,9 @@ class KafkaWiring:
         self.servicer = servicer
         self.limits = limits
         self.topics = Topics(settings.kafka_measurements_topic, settings.kafka_subject_topic, settings.kafka_kpi_topic)
-        self.producer = MeasurementProducer(settings.kafka_bootstrap, self.topics)
-        self.sink = KafkaEventSink(settings.kafka_bootstrap, self.topics)
+        self.security = settings.kafka_security.resolve()
+        self.producer = MeasurementProducer(settings.kafka_bootstrap, self.topics, self.security)
+        self.sink = KafkaEventSink(settings.kafka_bootstrap, self.topics, self.security)
         engine.sinks.append(self.sink)
         servicer.subject_eraser = lambda subject, points: subject_tombstones(self.producer, points)
         self.ingestor: KafkaIngestor | None = None
@@ -147,9 +166,16 @@ class KafkaWiring:
         def store(batch: list[SeriesData]) -> int:
             return asyncio.run_coroutine_threadsafe(self.servicer.store_batch(batch), loop).result()
 
-        await asyncio.to_thread(ensure_topics, self.settings.kafka_bootstrap, self.topics)
+        await asyncio.to_thread(
+            lambda: ensure_topics(self.settings.kafka_bootstrap, self.topics, security=self.security)
+        )
         self.ingestor = KafkaIngestor(
-            self.settings.kafka_bootstrap, self.settings.kafka_group, store, self.topics, self.limits
+            self.settings.kafka_bootstrap,
+            self.settings.kafka_group,
+            store,
+            self.topics,
+            self.limits,
+            security=self.security,
         )
         self.ingestor.start()
 

@@ -1,6 +1,9 @@
 """InfluxDB backend over the v1 HTTP API (CLMC-10): line protocol with explicit nanosecond timestamps for writes,
 InfluxQL for reads and deletes. Served by InfluxDB 1.x and by the 1.x compatibility endpoints of 2.x/3.x.
 
+An ``https`` URL is verified against the system CAs, or against ``ca_file`` (a private CA); ``verify_tls=False``
+turns verification off (encrypted but unauthenticated: for a lab only, logged as a warning).
+
 Failed writes are retried with exponential backoff for ``retry_for_s`` and then raised as StorageError: a write is
 never dropped silently. Deletes are verified by counting afterwards (a delete that left points raises).
 """
@@ -9,12 +12,15 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import math
+import ssl
 import threading
 import time
 import urllib.parse
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from clmc.storage.base import (
@@ -30,6 +36,8 @@ from clmc.storage.base import (
     TagTuple,
     group_key,
 )
+
+log = logging.getLogger("flame.clmc.influx")
 
 _AGG_FUNCS = {
     AggKind.MEAN: "mean",
@@ -95,11 +103,16 @@ class InfluxStore:
         retry_for_s: float = 10.0,
         timeout_s: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
+        ca_file: str | Path | None = None,
+        verify_tls: bool = True,
     ) -> None:
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise ValueError(f"influx url must look like http://host:port, got {url!r}")
         self._https = parsed.scheme == "https"
+        if not self._https and (ca_file is not None or not verify_tls):
+            raise ValueError("influx ca_file / verify_tls apply to https:// URLs only")
+        self.tls_context = tls_context(ca_file, verify_tls) if self._https else None
         self._host = parsed.hostname
         self._port = parsed.port or (443 if self._https else 8086)
         self._db = database
@@ -115,8 +128,12 @@ class InfluxStore:
     def _conn(self) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
         if conn is None:
-            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-            conn = cls(self._host, self._port, timeout=self._timeout)
+            if self.tls_context is not None:
+                conn = http.client.HTTPSConnection(
+                    self._host, self._port, timeout=self._timeout, context=self.tls_context
+                )
+            else:
+                conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
             self._local.conn = conn
         return conn
 
@@ -296,6 +313,16 @@ class InfluxStore:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
+
+
+def tls_context(ca_file: str | Path | None, verify: bool) -> ssl.SSLContext:
+    """TLS client context for InfluxDB: verified against ``ca_file`` (or the system CAs), or not verified at all."""
+    ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file is not None else None)
+    if not verify:
+        log.warning("InfluxDB TLS certificate verification is off (verify_tls: false): the link is not authenticated")
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 def _typed(v: Any, typ: str) -> FieldVal:

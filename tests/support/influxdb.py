@@ -1,8 +1,10 @@
-"""A private InfluxDB 1.x for tests: `influxd run -config FILE` on 127.0.0.1 free ports, temp dirs, reporting off."""
+"""A private InfluxDB 1.x for tests: `influxd run -config FILE` on 127.0.0.1 free ports, temp dirs, reporting off;
+optionally serving https with a given certificate and key."""
 
 from __future__ import annotations
 
 import shutil
+import ssl
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,7 @@ bind-address = "127.0.0.1:{rpc_port}"
   enabled = true
   bind-address = "127.0.0.1:{http_port}"
   log-enabled = false
+{https}
 [continuous_queries]
   enabled = false
 """
@@ -38,14 +41,17 @@ class Influxd:
     config: Path
     http_port: int
     proc: Proc | None = None
+    https: bool = False
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"{'https' if self.https else 'http'}://127.0.0.1:{self.http_port}"
 
     def ping(self) -> bool:
+        # Readiness only: the tests themselves check the certificate through the store under test.
+        context = ssl._create_unverified_context() if self.https else None
         try:
-            with urllib.request.urlopen(f"{self.url}/ping", timeout=0.5) as resp:
+            with urllib.request.urlopen(f"{self.url}/ping", timeout=0.5, context=context) as resp:
                 return bool(resp.status == 204)
         except OSError:
             return False
@@ -63,15 +69,17 @@ class Influxd:
             self.proc = None
 
 
-def start_influxd(procs: ProcessGroup, workdir: Path) -> Influxd:
-    """Start a private influxd (skips the test when the binary is missing)."""
+def start_influxd(procs: ProcessGroup, workdir: Path, tls: tuple[Path, Path] | None = None) -> Influxd:
+    """Start a private influxd (skips the test when the binary is missing); ``tls`` = (certificate, key) serves
+    https only."""
     if shutil.which("influxd") is None:
         pytest.skip("influxd not found (apt-get install influxdb)")
     root = workdir / "influxd"
     root.mkdir(parents=True, exist_ok=True)
     http_port = free_port()
     config = root / "influxdb.conf"
-    config.write_text(_CONFIG.format(root=root, rpc_port=free_port(), http_port=http_port))
-    server = Influxd(procs, config, http_port)
+    https = f'  https-enabled = true\n  https-certificate = "{tls[0]}"\n  https-private-key = "{tls[1]}"' if tls else ""
+    config.write_text(_CONFIG.format(root=root, rpc_port=free_port(), http_port=http_port, https=https))
+    server = Influxd(procs, config, http_port, https=tls is not None)
     server.start()
     return server
