@@ -28,7 +28,7 @@ _KINDS = (SITE, SWITCH, NAP, LINK)
 def parse_catalogue(text: str) -> tuple[Catalogue | None, list[Problem]]:
     """Parse and check an infrastructure catalogue; (catalogue or None when it has errors, every problem)."""
     doc, problems = load_yaml(text, "catalogue")
-    if doc is None:
+    if problems:
         return None, problems
     entities, problems = split_document(doc)
     if entities is None:

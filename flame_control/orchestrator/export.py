@@ -326,20 +326,21 @@ def check_descriptor_package(data: bytes) -> list[str]:
     _ids(nsds, f"{nsd_path}: nsd.nsd", problems)
     for k, nsd in enumerate(nsds):
         where = f"{nsd_path}: nsd[{k}]"
-        if not _require(nsd, ("id", "name", "vnfd-id", "df", "virtual-link-desc"), where, problems):
+        keys = ("id", "name", "vnfd-id", "df", "virtual-link-desc")
+        if not _require(nsd, keys, where, problems) and not isinstance(nsd, dict):
             continue
-        vnfd_ids = nsd["vnfd-id"] if isinstance(nsd["vnfd-id"], list) else []
+        vnfd_ids = nsd.get("vnfd-id") if isinstance(nsd.get("vnfd-id"), list) else []
         if not vnfd_ids or len(set(vnfd_ids)) != len(vnfd_ids):
             problems.append(f"{where}: vnfd-id must be a non-empty list of unique ids")
-        links = set(_ids(nsd["virtual-link-desc"], f"{where}: virtual-link-desc", problems))
+        links = set(_ids(nsd.get("virtual-link-desc"), f"{where}: virtual-link-desc", problems))
         for vnfd_id in vnfd_ids:
             vnfd_path = f"{vnfd_id}/{vnfd_id}.yaml"
             if vnfd_path not in docs:
                 problems.append(f"{where}: VNFD {vnfd_id!r} referenced but {vnfd_path} missing")
             else:
                 _check_vnfd(vnfd_path, docs[vnfd_path], vnfd_id, problems)
-        _ids(nsd["df"], f"{where}: df", problems)
-        for i, df in enumerate(nsd["df"] if isinstance(nsd["df"], list) else []):
+        _ids(nsd.get("df"), f"{where}: df", problems)
+        for i, df in enumerate(nsd.get("df") if isinstance(nsd.get("df"), list) else []):
             profiles = df.get("vnf-profile") if isinstance(df, dict) else None
             vl_profiles = df.get("virtual-link-profile") if isinstance(df, dict) else None
             vl_ids = links

@@ -48,6 +48,8 @@ POLICIES = "topology_template.policies"
 #: tosca-parser keeps its errors in a process-wide collector: one parse at a time.
 _TOSCA_LOCK = threading.Lock()
 _QUOTED = re.compile(r'"([^"]*)"')
+#: TOSCA Simple Profile versions tosca-parser implements (the profile itself is 1.3).
+VERSIONS = ("tosca_simple_yaml_1_0", "tosca_simple_yaml_1_2", "tosca_simple_yaml_1_3")
 _NODE_KEYS = {
     "type", "description", "metadata", "directives", "properties", "attributes", "requirements", "capabilities",
     "interfaces", "artifacts", "node_filter", "copy",
@@ -60,7 +62,7 @@ _IGNORED = ("requirements", "capabilities", "interfaces", "artifacts", "attribut
 def parse_template(text: str) -> tuple[ServiceTemplate | None, list[Problem]]:
     """Parse a media-service template; the template (None when its structure is unusable) and every problem."""
     doc, problems = load_yaml(text, "template")
-    if doc is None:
+    if problems:
         return None, problems
     entities, problems = split_document(doc)
     if entities is None:
@@ -122,6 +124,12 @@ def split_document(
             Problem("", "must be a YAML mapping (a TOSCA service template)", "start with tosca_definitions_version")
         ]
     problems = _import_problems(doc.get("imports"))
+    version = doc.get("tosca_definitions_version")
+    if version not in VERSIONS:
+        what = "missing" if version is None else f"{version!r} is not supported"
+        problems.append(
+            Problem("tosca_definitions_version", what, "write tosca_definitions_version: tosca_simple_yaml_1_3")
+        )
     topo = doc.get("topology_template")
     if not isinstance(topo, dict):
         hint = "add topology_template with node_templates"
@@ -222,29 +230,35 @@ def tosca_problems(
         return []
     tpl = copy.copy(dict(doc))
     tpl["imports"] = [str(PROFILE_PATH)]
+    if tpl.get("tosca_definitions_version") not in VERSIONS:
+        tpl["tosca_definitions_version"] = VERSIONS[-1]  # reported by version_problems; judge the rest as 1.3
     topo = dict(tpl["topology_template"])
-    flame_nodes: dict[str, Mapping[str, Any]] = {}
+    stand_ins: dict[str, Mapping[str, Any]] = {}
     for name, node in nodes.items():
         if types.known(node["type"], "node_types"):
             stand_in = {k: v for k, v in node.items() if k != "properties"}
             stand_in["properties"] = placeholders(types, types.properties(node["type"], "node_types"))
-            flame_nodes[name] = stand_in
-        else:
-            flame_nodes[name] = node
-    topo["node_templates"] = flame_nodes
-    if policies:
-        entries = []
-        for name, (_, policy) in policies.items():
-            stand_in = dict(policy)
-            if types.known(policy["type"], "policy_types"):
-                stand_in["properties"] = placeholders(types, types.properties(policy["type"], "policy_types"))
-                targets = policy.get("targets")
-                if isinstance(targets, list):
-                    stand_in["targets"] = [t for t in targets if isinstance(t, str) and t in nodes and target_ok(t)]
-                if not stand_in.get("targets"):
-                    stand_in.pop("targets", None)
-            entries.append({name: stand_in})
-        topo["policies"] = entries
+            stand_ins[name] = stand_in
+        else:  # already reported as unknown or not deployable: keep the name, drop what depends on the type
+            stand_ins[name] = {"type": "tosca.nodes.Root"}
+    topo["node_templates"] = stand_ins
+    entries = []
+    for name, (_, policy) in policies.items():
+        if not types.known(policy["type"], "policy_types"):
+            continue  # already reported
+        stand_in = dict(policy)
+        stand_in["properties"] = placeholders(types, types.properties(policy["type"], "policy_types"))
+        targets = policy.get("targets")
+        kept = (
+            [t for t in targets if isinstance(t, str) and t in nodes and target_ok(t)]
+            if isinstance(targets, list)
+            else []
+        )
+        stand_in.pop("targets", None)
+        if kept:
+            stand_in["targets"] = kept
+        entries.append({name: stand_in})
+    topo["policies"] = entries
     tpl["topology_template"] = topo
     with _TOSCA_LOCK:
         try:

@@ -169,7 +169,8 @@ def _fqdn_rules(template: ServiceTemplate, deployed: Mapping[str, ServiceTemplat
         path = f"{NODES}.{ep.name}.properties"
         if fqdn in first:
             other = eps[first[fqdn]]
-            if (other.image, other.port) != (ep.image, ep.port):
+            comparable = all(IMAGE.match(e.image) and 0 <= e.port <= 65535 for e in (ep, other))
+            if comparable and (other.image, other.port) != (ep.image, ep.port):
                 hint = f"give it its own FQDN, or the image and port of {other.name!r} to make it a surrogate"
                 out.append(
                     Problem(
@@ -187,8 +188,9 @@ def _fqdn_rules(template: ServiceTemplate, deployed: Mapping[str, ServiceTemplat
         if name == template.name:
             continue
         served = {normalise_fqdn(e.fqdn) for e in service.endpoints}
-        for ep in template.endpoints:
-            if normalise_fqdn(ep.fqdn) in served:
+        for fqdn, node in first.items():
+            ep = eps[node]
+            if fqdn in served:
                 hint = "choose another FQDN (each FQDN belongs to one media service)"
                 out.append(
                     Problem(

@@ -123,8 +123,9 @@ def load_yaml(text: str, what: str = "template") -> tuple[Any, list[Problem]]:
     """Parse YAML text safely; (data, []) or (None, [problem])."""
     if len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
         return None, [Problem("", f"{what} is larger than {MAX_BYTES} bytes", f"keep the {what} under 1 MiB")]
-    loader = _LimitedLoader(text)
+    loader: _LimitedLoader | None = None
     try:
+        loader = _LimitedLoader(text)
         data = loader.get_single_data()
     except YamlLimitExceeded as exc:
         return None, [Problem("", f"{what} rejected: {exc}", "write plain YAML without deep nesting or alias bombs")]
@@ -133,9 +134,10 @@ def load_yaml(text: str, what: str = "template") -> tuple[Any, list[Problem]]:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         return None, [Problem("", f"YAML syntax error at {where}{exc.problem or exc}", "fix the YAML syntax")]
     except (yaml.YAMLError, RecursionError, ValueError) as exc:
-        return None, [Problem("", f"YAML error: {exc}", "fix the YAML syntax")]
+        return None, [Problem("", f"YAML error: {' '.join(str(exc).split())}", "fix the YAML syntax")]
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return data, []
 
 
