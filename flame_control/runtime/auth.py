@@ -98,9 +98,13 @@ class Authenticator:
 
     def principal(self, metadata: Sequence[tuple[str, Any]] | None) -> Principal:
         """The principal for invocation metadata; raises Unauthenticated when a token is required and missing/bad."""
+        return self.principal_for_token(bearer_from_metadata(metadata))
+
+    def principal_for_token(self, token: str | None) -> Principal:
+        """The principal for a presented bearer token (None = none presented); same rules as for RPCs, for the
+        non-gRPC surfaces of a service (e.g. the CLMC dashboard)."""
         if not self.enabled:
             return ANONYMOUS_OPERATOR
-        token = bearer_from_metadata(metadata)
         if token is None:
             raise Unauthenticated("missing bearer token (send 'authorization: Bearer <token>')")
         principal = self.store.lookup(token)
@@ -117,6 +121,11 @@ def install(authenticator: Authenticator) -> None:
     """Make ``authenticator`` the one used by :func:`principal_from_context`."""
     global _current
     _current = authenticator
+
+
+def current() -> Authenticator | None:
+    """The process-wide authenticator (None before the server bootstrap installed one: auth is off)."""
+    return _current
 
 
 def principal_from_context(context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
