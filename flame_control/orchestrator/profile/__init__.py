@@ -61,72 +61,79 @@ class YamlLimitExceeded(yaml.YAMLError):
     """The document is too big, too deep or expands too much."""
 
 
-class _LimitedLoader(yaml.SafeLoader):
-    """SafeLoader that counts nesting, aliases and the number of nodes aliases expand to (billion laughs)."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
-        self._aliases = 0
-        self._nodes = 0
-        self._sizes: dict[int, int] = {}
-
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()  # type: ignore[no-untyped-call]
-            target = self.anchors.get(event.anchor)
-            if target is not None:
-                size = self._sizes.get(id(target))
-                if size is None:
-                    raise YamlLimitExceeded(f"recursive alias *{event.anchor} (line {event.start_mark.line + 1})")
-                self._aliases += 1
-                self._nodes += size
-                if self._aliases > MAX_ALIASES:
-                    raise YamlLimitExceeded(f"more than {MAX_ALIASES} aliases")
-                if self._nodes > MAX_NODES:
-                    raise YamlLimitExceeded(f"aliases expand to more than {MAX_NODES} nodes")
-            return super().compose_node(parent, index)
-        self._depth += 1
-        if self._depth > MAX_DEPTH:
-            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
-            raise YamlLimitExceeded(f"nesting deeper than {MAX_DEPTH} levels (line {mark.line + 1})")
-        try:
-            node = super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-        if isinstance(node, yaml.MappingNode):
-            _check_duplicate_keys(node)
-        size = 1
-        if isinstance(node, yaml.SequenceNode):
-            size += sum(self._sizes.get(id(child), 1) for child in node.value)
-        elif isinstance(node, yaml.MappingNode):
-            size += sum(self._sizes.get(id(k), 1) + self._sizes.get(id(v), 1) for k, v in node.value)
-        self._nodes += 1
-        if self._nodes > MAX_NODES:
-            raise YamlLimitExceeded(f"more than {MAX_NODES} YAML nodes")
-        self._sizes[id(node)] = size
-        return node
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def _check_duplicate_keys(node: yaml.MappingNode) -> None:
-    seen: set[str] = set()
-    for key, _ in node.value:
-        if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
-            if key.value in seen:
-                raise yaml.MarkedYAMLError(
-                    problem=f"duplicate key {key.value!r} (only one would be kept)", problem_mark=key.start_mark
-                )
-            seen.add(key.value)
+@dataclass
+class _Open:
+    """A collection being scanned: its size so far (aliases expanded), items seen, and mapping keys seen."""
+
+    mapping: bool
+    anchor: str | None
+    size: int = 1
+    items: int = 0
+    keys: set[str] | None = None
+
+
+def _at(mark: Any) -> str:
+    return f" (line {mark.line + 1})" if mark is not None else ""
+
+
+def _prescan(text: str) -> None:
+    """Walk the event stream (libyaml's parser when present: a state machine, no recursion) and refuse documents that
+    nest too deep, use too many aliases, expand to too many nodes (billion laughs), alias a collection from inside
+    itself, or repeat a mapping key. Raises YamlLimitExceeded or yaml.MarkedYAMLError."""
+    sizes: dict[str, int] = {}
+    stack: list[_Open] = []
+    aliases = total = 0
+
+    def child(size: int, key: str | None, mark: Any) -> None:
+        nonlocal total
+        total += size
+        if total > MAX_NODES:
+            raise YamlLimitExceeded(f"the document expands to more than {MAX_NODES} nodes (aliases included)")
+        if not stack:
+            return
+        parent = stack[-1]
+        parent.size += size
+        if parent.mapping and parent.items % 2 == 0 and key is not None and key != "<<":
+            assert parent.keys is not None
+            if key in parent.keys:
+                raise yaml.MarkedYAMLError(problem=f"duplicate key {key!r} (only one would be kept)", problem_mark=mark)
+            parent.keys.add(key)
+        parent.items += 1
+
+    for event in yaml.parse(text, Loader=_LOADER):
+        if isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent):
+            mapping = isinstance(event, yaml.MappingStartEvent)
+            stack.append(_Open(mapping, event.anchor, keys=set() if mapping else None))
+            if len(stack) > MAX_DEPTH:
+                raise YamlLimitExceeded(f"nesting deeper than {MAX_DEPTH} levels{_at(event.start_mark)}")
+        elif isinstance(event, yaml.SequenceEndEvent | yaml.MappingEndEvent):
+            done = stack.pop()
+            if done.anchor is not None:
+                sizes[done.anchor] = done.size
+            child(done.size, None, event.start_mark)
+        elif isinstance(event, yaml.ScalarEvent):
+            if event.anchor is not None:
+                sizes[event.anchor] = 1
+            child(1, event.value, event.start_mark)
+        elif isinstance(event, yaml.AliasEvent):
+            if event.anchor in (o.anchor for o in stack):
+                raise YamlLimitExceeded(f"recursive alias *{event.anchor}{_at(event.start_mark)}")
+            aliases += 1
+            if aliases > MAX_ALIASES:
+                raise YamlLimitExceeded(f"more than {MAX_ALIASES} aliases")
+            child(sizes.get(event.anchor or "", 1), None, event.start_mark)
 
 
 def load_yaml(text: str, what: str = "template") -> tuple[Any, list[Problem]]:
     """Parse YAML text safely; (data, []) or (None, [problem])."""
     if len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
         return None, [Problem("", f"{what} is larger than {MAX_BYTES} bytes", f"keep the {what} under 1 MiB")]
-    loader: _LimitedLoader | None = None
     try:
-        loader = _LimitedLoader(text)
-        data = loader.get_single_data()
+        _prescan(text)
+        data = yaml.load(text, Loader=_LOADER)  # a safe loader: CSafeLoader or SafeLoader
     except YamlLimitExceeded as exc:
         return None, [Problem("", f"{what} rejected: {exc}", "write plain YAML without deep nesting or alias bombs")]
     except yaml.MarkedYAMLError as exc:
@@ -135,9 +142,6 @@ def load_yaml(text: str, what: str = "template") -> tuple[Any, list[Problem]]:
         return None, [Problem("", f"YAML syntax error at {where}{exc.problem or exc}", "fix the YAML syntax")]
     except (yaml.YAMLError, RecursionError, ValueError) as exc:
         return None, [Problem("", f"YAML error: {' '.join(str(exc).split())}", "fix the YAML syntax")]
-    finally:
-        if loader is not None:
-            loader.dispose()
     return data, []
 
 

@@ -164,7 +164,8 @@ BILLION_LAUGHS = "\n".join(
     ("name", "document", "expected"),
     [
         ("oversized", "a: " + "x" * (MAX_BYTES + 1), "larger than"),
-        ("deep-nesting", "a: " + "[" * 5000 + "]" * 5000, "nesting deeper"),
+        ("deep-nesting", "a: " + "[" * 5000 + "]" * 5000, "nesting"),  # libyaml's own limit (1000) or ours (64)
+        ("nesting-over-64", "a: " + "[" * 100 + "]" * 100, "nesting deeper than 64"),
         ("deep-mapping", "".join(f"{' ' * i}k{i}:\n" for i in range(200)) + " " * 200 + "v", "nesting deeper"),
         ("billion-laughs", BILLION_LAUGHS, "aliases"),
         ("recursive-alias", "a: &a [1, *a]", "recursive alias"),
@@ -241,3 +242,31 @@ def test_arbitrary_property_values_never_raise(value: object) -> None:
         props(doc, "origin")[key] = value
         doc["topology_template"]["policies"][1]["connect"]["properties"]["trigger"] = value
         check_template(text(doc))
+
+
+@pytest.mark.parametrize("loader", ["CSafeLoader", "SafeLoader"])
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [(BILLION_LAUGHS, "aliases"), ("a: &a [1, *a]", "recursive alias"), ("a: 1\na: 2\n", "duplicate key 'a'")],
+)
+def test_limits_hold_with_and_without_libyaml(
+    loader: str, document: str, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pre-scan works on libyaml's event stream and on PyYAML's pure-Python one alike."""
+    if not hasattr(yaml, loader):
+        pytest.skip(f"PyYAML built without {loader}")
+    monkeypatch.setattr(profile, "_LOADER", getattr(yaml, loader))
+    data, problems = profile.load_yaml(document)
+    assert data is None and expected in problems[0].message
+
+
+def test_the_benchmark_generator_produces_valid_templates() -> None:
+    """ORCH-2: the validate_ms_200_nodes benchmark input is a valid template that fits its catalogue."""
+    from flame_control.orchestrator.catalogue import parse_catalogue
+    from tests.bench.orchestration_validate import generate_template
+
+    template, catalogue_text = generate_template(40)
+    catalogue, problems = parse_catalogue(catalogue_text)
+    assert catalogue is not None, problems
+    tpl, problems = check_template(template, catalogue, {})
+    assert problems == [] and tpl is not None and len(tpl.endpoints) == 40
