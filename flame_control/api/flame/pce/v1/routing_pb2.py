@@ -26,25 +26,25 @@ from flame_control.api.flame.common.v1 import common_pb2 as flame_dot_common_dot
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66lame/pce/v1/routing.proto\x12\x0c\x66lame.pce.v1\x1a\x1c\x66lame/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"f\n\rGeoConstraint\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x17\n\x0fmax_distance_km\x18\x02 \x01(\x01\x12,\n\x06origin\x18\x03 \x01(\x0b\x32\x1c.flame.common.v1.GeoLocation\"\xd3\x01\n\x0fPathConstraints\x12$\n\x06metric\x18\x01 \x01(\x0e\x32\x14.flame.pce.v1.Metric\x12\x15\n\rtraffic_class\x18\x02 \x01(\t\x12(\n\x03geo\x18\x03 \x01(\x0b\x32\x1b.flame.pce.v1.GeoConstraint\x12\x16\n\x0e\x61void_node_ids\x18\x04 \x03(\t\x12\x16\n\x0e\x61void_link_ids\x18\x05 \x03(\t\x12\x17\n\x0fprefer_node_ids\x18\x06 \x03(\t\x12\x10\n\x08max_hops\x18\x07 \x01(\r\"\xb6\x01\n\x04Path\x12\x15\n\rclient_nap_id\x18\x01 \x01(\t\x12\x15\n\rserver_nap_id\x18\x02 \x01(\t\x12\x10\n\x08node_ids\x18\x03 \x03(\t\x12\x10\n\x08link_ids\x18\x04 \x03(\t\x12\x0b\n\x03\x66id\x18\x05 \x01(\x0c\x12\x13\n\x0breverse_fid\x18\x06 \x01(\x0c\x12\x0c\n\x04\x63ost\x18\x07 \x01(\x01\x12\x11\n\tlid_table\x18\x08 \x01(\r\x12\x19\n\x11reverse_lid_table\x18\t \x01(\r\"\xb9\x01\n\x10\x46qdnRegistration\x12\x0c\n\x04\x66qdn\x18\x01 \x01(\t\x12\x0e\n\x06nap_id\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12\x13\n\x0b\x65ndpoint_id\x18\x04 \x01(\t\x12\x30\n\x06source\x18\x05 \x01(\x0e\x32 .flame.pce.v1.RegistrationSource\x12\x31\n\rregistered_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x92\x01\n\rMulticastTree\x12\x15\n\rsource_nap_id\x18\x01 \x01(\t\x12\x1b\n\x13\x64\x65stination_nap_ids\x18\x02 \x03(\t\x12\x10\n\x08link_ids\x18\x03 \x03(\t\x12\x0b\n\x03\x66id\x18\x04 \x01(\x0c\x12\x1b\n\x13\x66\x61lse_positive_free\x18\x05 \x01(\x08\x12\x11\n\tlid_table\x18\x06 \x01(\r*Z\n\x06Metric\x12\x16\n\x12METRIC_UNSPECIFIED\x10\x00\x12\x0f\n\x0bMETRIC_HOPS\x10\x01\x12\x13\n\x0fMETRIC_WEIGHTED\x10\x02\x12\x12\n\x0eMETRIC_LATENCY\x10\x03*\x93\x01\n\x12RegistrationSource\x12#\n\x1fREGISTRATION_SOURCE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aREGISTRATION_SOURCE_CONFIG\x10\x01\x12\x1b\n\x17REGISTRATION_SOURCE_RPC\x10\x02\x12\x1b\n\x17REGISTRATION_SOURCE_NAP\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66lame/pce/v1/routing.proto\x12\x0c\x66lame.pce.v1\x1a\x1c\x66lame/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"f\n\rGeoConstraint\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x17\n\x0fmax_distance_km\x18\x02 \x01(\x01\x12,\n\x06origin\x18\x03 \x01(\x0b\x32\x1c.flame.common.v1.GeoLocation\"\xec\x01\n\x0fPathConstraints\x12$\n\x06metric\x18\x01 \x01(\x0e\x32\x14.flame.pce.v1.Metric\x12\x15\n\rtraffic_class\x18\x02 \x01(\t\x12(\n\x03geo\x18\x03 \x01(\x0b\x32\x1b.flame.pce.v1.GeoConstraint\x12\x16\n\x0e\x61void_node_ids\x18\x04 \x03(\t\x12\x16\n\x0e\x61void_link_ids\x18\x05 \x03(\t\x12\x17\n\x0fprefer_node_ids\x18\x06 \x03(\t\x12\x10\n\x08max_hops\x18\x07 \x01(\r\x12\x17\n\x0fprefer_link_ids\x18\x08 \x03(\t\"\xb6\x01\n\x04Path\x12\x15\n\rclient_nap_id\x18\x01 \x01(\t\x12\x15\n\rserver_nap_id\x18\x02 \x01(\t\x12\x10\n\x08node_ids\x18\x03 \x03(\t\x12\x10\n\x08link_ids\x18\x04 \x03(\t\x12\x0b\n\x03\x66id\x18\x05 \x01(\x0c\x12\x13\n\x0breverse_fid\x18\x06 \x01(\x0c\x12\x0c\n\x04\x63ost\x18\x07 \x01(\x01\x12\x11\n\tlid_table\x18\x08 \x01(\r\x12\x19\n\x11reverse_lid_table\x18\t \x01(\r\"\xb9\x01\n\x10\x46qdnRegistration\x12\x0c\n\x04\x66qdn\x18\x01 \x01(\t\x12\x0e\n\x06nap_id\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12\x13\n\x0b\x65ndpoint_id\x18\x04 \x01(\t\x12\x30\n\x06source\x18\x05 \x01(\x0e\x32 .flame.pce.v1.RegistrationSource\x12\x31\n\rregistered_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x92\x01\n\rMulticastTree\x12\x15\n\rsource_nap_id\x18\x01 \x01(\t\x12\x1b\n\x13\x64\x65stination_nap_ids\x18\x02 \x03(\t\x12\x10\n\x08link_ids\x18\x03 \x03(\t\x12\x0b\n\x03\x66id\x18\x04 \x01(\x0c\x12\x1b\n\x13\x66\x61lse_positive_free\x18\x05 \x01(\x08\x12\x11\n\tlid_table\x18\x06 \x01(\r*Z\n\x06Metric\x12\x16\n\x12METRIC_UNSPECIFIED\x10\x00\x12\x0f\n\x0bMETRIC_HOPS\x10\x01\x12\x13\n\x0fMETRIC_WEIGHTED\x10\x02\x12\x12\n\x0eMETRIC_LATENCY\x10\x03*\x93\x01\n\x12RegistrationSource\x12#\n\x1fREGISTRATION_SOURCE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aREGISTRATION_SOURCE_CONFIG\x10\x01\x12\x1b\n\x17REGISTRATION_SOURCE_RPC\x10\x02\x12\x1b\n\x17REGISTRATION_SOURCE_NAP\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'flame.pce.v1.routing_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_METRIC']._serialized_start=947
-  _globals['_METRIC']._serialized_end=1037
-  _globals['_REGISTRATIONSOURCE']._serialized_start=1040
-  _globals['_REGISTRATIONSOURCE']._serialized_end=1187
+  _globals['_METRIC']._serialized_start=972
+  _globals['_METRIC']._serialized_end=1062
+  _globals['_REGISTRATIONSOURCE']._serialized_start=1065
+  _globals['_REGISTRATIONSOURCE']._serialized_end=1212
   _globals['_GEOCONSTRAINT']._serialized_start=107
   _globals['_GEOCONSTRAINT']._serialized_end=209
   _globals['_PATHCONSTRAINTS']._serialized_start=212
-  _globals['_PATHCONSTRAINTS']._serialized_end=423
-  _globals['_PATH']._serialized_start=426
-  _globals['_PATH']._serialized_end=608
-  _globals['_FQDNREGISTRATION']._serialized_start=611
-  _globals['_FQDNREGISTRATION']._serialized_end=796
-  _globals['_MULTICASTTREE']._serialized_start=799
-  _globals['_MULTICASTTREE']._serialized_end=945
+  _globals['_PATHCONSTRAINTS']._serialized_end=448
+  _globals['_PATH']._serialized_start=451
+  _globals['_PATH']._serialized_end=633
+  _globals['_FQDNREGISTRATION']._serialized_start=636
+  _globals['_FQDNREGISTRATION']._serialized_end=821
+  _globals['_MULTICASTTREE']._serialized_start=824
+  _globals['_MULTICASTTREE']._serialized_end=970
 # @@protoc_insertion_point(module_scope)

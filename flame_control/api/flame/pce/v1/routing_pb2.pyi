@@ -124,6 +124,7 @@ class PathConstraints(_message.Message):
     AVOID_LINK_IDS_FIELD_NUMBER: _builtins.int
     PREFER_NODE_IDS_FIELD_NUMBER: _builtins.int
     MAX_HOPS_FIELD_NUMBER: _builtins.int
+    PREFER_LINK_IDS_FIELD_NUMBER: _builtins.int
     metric: Global___Metric.ValueType
     """Cost metric."""
     traffic_class: _builtins.str
@@ -144,7 +145,16 @@ class PathConstraints(_message.Message):
 
     @_builtins.property
     def prefer_node_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Server NAPs to prefer when several are equally good or within `prefer_slack` of the best."""
+        """Nodes to prefer (policy routing, SFR-6): transit switches or server NAPs. Every link touching one costs half its
+        metric weight during path search, so a path through them wins over one up to twice as costly; among equally good
+        servers a preferred one is chosen. `Path.cost` still reports the unbiased metric cost.
+        """
+
+    @_builtins.property
+    def prefer_link_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Links to prefer (policy routing, SFR-6): each costs half its metric weight during path search (applied once per
+        link, also when it touches a preferred node).
+        """
 
     def __init__(
         self,
@@ -156,10 +166,11 @@ class PathConstraints(_message.Message):
         avoid_link_ids: _abc.Iterable[_builtins.str] | None = ...,
         prefer_node_ids: _abc.Iterable[_builtins.str] | None = ...,
         max_hops: _builtins.int = ...,
+        prefer_link_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["geo", b"geo"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["avoid_link_ids", b"avoid_link_ids", "avoid_node_ids", b"avoid_node_ids", "geo", b"geo", "max_hops", b"max_hops", "metric", b"metric", "prefer_node_ids", b"prefer_node_ids", "traffic_class", b"traffic_class"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["avoid_link_ids", b"avoid_link_ids", "avoid_node_ids", b"avoid_node_ids", "geo", b"geo", "max_hops", b"max_hops", "metric", b"metric", "prefer_link_ids", b"prefer_link_ids", "prefer_node_ids", b"prefer_node_ids", "traffic_class", b"traffic_class"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
