@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from flame_control.api.flame.pce.v1 import nap_session_pb2, routing_pb2
 from flame_control.icn import fid as fidlib
 from pce.core import NapView, PceCore, Route, parse_constraints
@@ -36,6 +38,7 @@ def constraints(msg: routing_pb2.PathConstraints, core: PceCore, prefix: str = "
         avoid_links=msg.avoid_link_ids,
         prefer_nodes=msg.prefer_node_ids,
         max_hops=msg.max_hops,
+        prefer_links=msg.prefer_link_ids,
         known_nodes=core.topology.nodes,
         known_links=core.topology.links,
         prefix=prefix,
@@ -66,21 +69,29 @@ def registration(reg: Registration) -> routing_pb2.FqdnRegistration:
     return msg
 
 
+@functools.lru_cache(maxsize=1 << 17)
+def _fid_bytes(value: int) -> bytes:
+    # Many snapshots carry the same FIDs (NAPs behind one switch share forward FIDs) and the same iLIDs version after
+    # version: encode each once.
+    return fidlib.to_bytes(value)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _ilid_bytes(ilids: tuple[int, ...]) -> tuple[bytes, ...]:
+    return tuple(fidlib.to_bytes(i) for i in ilids)
+
+
 def snapshot(version: int, view: NapView) -> nap_session_pb2.NapSessionResponse:
     """A Snapshot message for one NAP."""
-    snap = nap_session_pb2.Snapshot(
-        version=version,
-        ilid=fidlib.to_bytes(view.ilids[0]),
-        ilids=[fidlib.to_bytes(i) for i in view.ilids],
-        local_fqdns=list(view.local_fqdns),
-    )
+    msg = nap_session_pb2.NapSessionResponse()
+    snap = msg.snapshot
+    ilids = _ilid_bytes(view.ilids)
+    snap.version = version
+    snap.ilid = ilids[0]
+    snap.ilids.extend(ilids)
+    snap.local_fqdns.extend(view.local_fqdns)
     for fqdn, routes in view.routes:
-        fr = snap.routes.add(fqdn=fqdn)
+        add = snap.routes.add(fqdn=fqdn).servers.add
         for r in routes:
-            fr.servers.add(
-                server_nap_id=r.server,
-                fid=fidlib.to_bytes(r.fid),
-                reverse_fid=fidlib.to_bytes(r.reverse_fid),
-                cost=r.cost,
-            )
-    return nap_session_pb2.NapSessionResponse(snapshot=snap)
+            add(server_nap_id=r.server, fid=_fid_bytes(r.fid), reverse_fid=_fid_bytes(r.reverse_fid), cost=r.cost)
+    return msg

@@ -7,6 +7,7 @@ current view uses it makes a link failure recompute only the affected NAPs' view
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from flame_control.runtime.errors import (
     PreconditionViolation,
 )
 from pce import lids as lidlib
-from pce.paths import Constraints, PathEngine, choose_server, directions_of, multicast_tree
+from pce.paths import Constraints, PathEngine, Tree, choose_server, directions_of, multicast_tree
 from pce.registry import Registration, Registry
 from pce.switch.fabric import Fabric
 from pce.switch.pipeline import FlowRule, SwitchConfig, flows_for
@@ -56,6 +57,44 @@ class NapView:
         return {link for _, routes in self.routes for r in routes for link in r.links}
 
 
+@dataclass(frozen=True, eq=False)
+class _Leg:
+    """The shared part of the routes of every client NAP behind one switch to one server (see PceCore._leg)."""
+
+    #: Nodes and links from the access switch to the server NAP.
+    nodes: tuple[str, ...]
+    links: tuple[str, ...]
+    #: (LID table, FID, false-positive-free) client -> server: the same for every NAP behind the switch.
+    forward: tuple[int, int, bool]
+    #: Switch directions server -> access switch (the reverse FID adds the switch -> client NAP direction).
+    backward: tuple[tuple[str, str], ...]
+    #: (client NAP, access link, cost) -> its route over this leg (None: no leak-free reverse FID), built once.
+    routes: dict[tuple[str, str, float], Route | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """Registry reads shared by every NAP of one refresh (the registry does not change during a refresh)."""
+
+    fqdns: list[str]
+    servers: dict[str, list[str]]
+    local: dict[str, tuple[str, ...]]
+
+    @staticmethod
+    def of(registry: Registry) -> _Batch:
+        """One pass over the registrations."""
+        servers: dict[str, list[str]] = {}
+        local: dict[str, list[str]] = {}
+        for fqdn, nap in registry.registrations:
+            servers.setdefault(fqdn, []).append(nap)
+            local.setdefault(nap, []).append(fqdn)
+        return _Batch(
+            sorted(servers),
+            {f: sorted(naps) for f, naps in servers.items()},
+            {n: tuple(sorted(fs)) for n, fs in local.items()},
+        )
+
+
 @dataclass
 class PceCore:
     """State of the PCE. Methods return what changed; adapters push it."""
@@ -67,14 +106,23 @@ class PceCore:
     def __post_init__(self) -> None:
         self.engine = PathEngine(self.topology)
         self.plan = lidlib.plan(self.topology)
+        #: nap -> its iLID in every LID table (changes only with the topology).
+        self._ilids: dict[str, tuple[int, ...]] = {}
         #: (client, fqdn, constraints) -> routes; dropped precisely when a link or registration changes.
         self._routes: dict[tuple[str, str, Constraints], list[Route]] = {}
         #: (tree directions, destinations) -> (table, fid); LIDs only change with the topology, so this survives
         #: link-state changes (NAPs on one switch share their forward FIDs).
         self._fids: dict[tuple[tuple[tuple[str, str], ...], tuple[str, ...]], tuple[int, int, bool]] = {}
+        #: (server, constraints, access switch) -> (the server's tree it was read from, leg): the part of a route
+        #: every NAP behind one switch shares (read once per switch, not once per NAP; see :meth:`_leg`).
+        self._legs: dict[tuple[str, Constraints, str], tuple[Tree, _Leg]] = {}
         self.views: dict[str, NapView] = {}
         self.interest: dict[str, frozenset[str] | None] = {}
         self._link_users: dict[str, set[str]] = {}
+        #: (prefix directions, last switch, LID table) -> shared false-positive state of reverse FIDs (Bloom mode).
+        self._prefix_checks: dict[tuple[tuple[tuple[str, str], ...], str, int], lidlib.PrefixCheck] = {}
+        #: nap -> links its current view uses (kept so a refresh does not recompute the old view's set).
+        self._view_links: dict[str, frozenset[str]] = {}
 
     # -- topology -------------------------------------------------------------------------------------------------
     def apply_topology(self, topo: Topology) -> set[str]:
@@ -82,8 +130,11 @@ class PceCore:
         self.topology = topo
         self.engine = PathEngine(topo)
         self.plan = lidlib.plan(topo)
+        self._ilids.clear()
         self._routes.clear()
         self._fids.clear()
+        self._legs.clear()
+        self._prefix_checks.clear()
         self.registry.drop_naps(n for n in {nap for _, nap in self.registry.registrations} if n not in topo.nodes)
         self.version += 1
         return self.refresh(self.views.keys())
@@ -129,39 +180,94 @@ class PceCore:
         return {n for n, wanted in self.interest.items() if wanted is None or fqdn in wanted}
 
     # -- routes ---------------------------------------------------------------------------------------------------
-    def routes(self, client: str, fqdn: str, c: Constraints = DEFAULT) -> list[Route]:
-        """Routes from ``client`` to every server NAP of ``fqdn`` satisfying ``c``, best first (cached)."""
+    def routes(
+        self, client: str, fqdn: str, c: Constraints = DEFAULT, servers: Sequence[str] | None = None
+    ) -> list[Route]:
+        """Routes from ``client`` to every server NAP of ``fqdn`` satisfying ``c``, best first (cached).
+
+        ``servers`` (the registry's servers of ``fqdn``) may be passed by a caller that already has them."""
         key = (client, fqdn, c)
         cached = self._routes.get(key)
         if cached is None:
-            cached = self._routes[key] = self._compute_routes(client, fqdn, c)
+            if servers is None:
+                servers = self.registry.servers(fqdn)
+            cached = self._routes[key] = self._compute_routes(client, servers, fqdn, c)
         return cached
 
-    def _compute_routes(self, client: str, fqdn: str, c: Constraints) -> list[Route]:
-        servers = self.registry.servers(fqdn)
+    def _compute_routes(self, client: str, servers: Sequence[str], fqdn: str, c: Constraints) -> list[Route]:
         if c.traffic_class == "" and self.topology.classes:
             cls = self.topology.class_for(fqdn)
             if cls:
-                c = Constraints(**{**c.__dict__, "traffic_class": cls})
+                c = dataclasses.replace(c, traffic_class=cls)
         out = []
-        if c.max_distance_km or c.prefer_nodes or c.region or c.avoid_nodes or c.avoid_links or c.max_hops:
+        if (
+            c.max_distance_km
+            or c.prefer_nodes
+            or c.prefer_links
+            or c.region
+            or c.avoid_nodes
+            or c.avoid_links
+            or c.max_hops
+        ):
+            # Ranked by the searched (preference-biased) cost; each route reports its unbiased metric cost.
             ranked = choose_server(self.engine, client, servers, c)
-            for cost, server in ranked:
+            for _, server in ranked:
                 path = self.engine.tree(client, c).path_to(server)
-                route = self._route(path[0], path[1], cost) if path is not None else None
+                route = self._route(path[0], path[1], self.engine.metric_cost(path[1], c)) if path is not None else None
                 if route is not None:
                     out.append(route)
             return out
+        nodes = self.topology.nodes
         for server in servers:
             tree = self.engine.tree(server, c)
-            path = tree.path_to(client)
-            if path is None:
+            if client not in tree.cost:
                 continue
-            route = self._route(path[0][::-1], path[1][::-1], tree.cost[client])
+            hop = tree.parent.get(client)
+            if hop is not None and not tree.paths and nodes[hop[0]].kind == "switch":
+                route = self._route_via_leg(client, hop, self._leg(server, c, tree, hop[0]), tree.cost[client])
+            else:
+                path = tree.path_to(client)
+                assert path is not None
+                route = self._route(path[0][::-1], path[1][::-1], tree.cost[client])
             if route is not None:
                 out.append(route)
         out.sort(key=lambda r: (r.cost, r.server))
         return out
+
+    def _leg(self, server: str, c: Constraints, tree: Tree, switch: str) -> _Leg:
+        """What every client NAP behind ``switch`` shares on its route to ``server``: the node and link path from the
+        switch to the server, the forward FID (the client NAP is no switch, so it adds no direction) and the reverse
+        directions up to the switch. Valid while the engine keeps the same tree object for (server, constraints); a
+        recomputed tree that still reaches the switch the same way keeps the leg (and the routes built on it)."""
+        key = (server, c, switch)
+        hit = self._legs.get(key)
+        if hit is not None and hit[0] is tree:
+            return hit[1]
+        path = tree.path_to(switch)
+        assert path is not None
+        nodes, links = tuple(path[0][::-1]), tuple(path[1][::-1])
+        if hit is not None and hit[1].nodes == nodes and hit[1].links == links:
+            self._legs[key] = (tree, hit[1])
+            return hit[1]
+        forward = tuple(directions_of(self.engine, nodes))
+        leg = _Leg(nodes, links, self._fid(forward, (server,)), tuple(directions_of(self.engine, nodes[::-1])))
+        if len(self._legs) > 200_000:
+            self._legs.clear()
+        self._legs[key] = (tree, leg)
+        return leg
+
+    def _route_via_leg(self, client: str, hop: tuple[str, str], leg: _Leg, cost: float) -> Route | None:
+        switch, access = hop
+        key = (client, access, cost)
+        if key in leg.routes:
+            return leg.routes[key]
+        table, fid, ok = leg.forward
+        rtable, rfid, rok = self._reverse_fid(leg.backward, switch, client)
+        route = None
+        if ok and rok:
+            route = Route(leg.nodes[-1], fid, rfid, cost, (client, *leg.nodes), (access, *leg.links), table, rtable)
+        leg.routes[key] = route
+        return route
 
     def _route(self, nodes: Sequence[str], links: Sequence[str], cost: float) -> Route | None:
         forward = directions_of(self.engine, nodes)
@@ -174,7 +280,7 @@ class PceCore:
 
     def _fid(self, tree: Sequence[tuple[str, str]], destinations: tuple[str, ...]) -> tuple[int, int, bool]:
         """(LID table, FID, false-positive-free) for a tree, memoised until the topology changes."""
-        key = (tuple(tree), destinations)
+        key = (tree if isinstance(tree, tuple) else tuple(tree), destinations)
         hit = self._fids.get(key)
         if hit is None:
             if len(self._fids) > 200_000:
@@ -182,6 +288,31 @@ class PceCore:
             table, fid, ok = lidlib.choose_table(self.plan, tree, destinations)
             hit = self._fids[key] = (table.index, fid, ok)
         return hit
+
+    def _reverse_fid(self, prefix: tuple[tuple[str, str], ...], switch: str, client: str) -> tuple[int, int, bool]:
+        """:meth:`_fid` of ``prefix`` + (switch, client) to ``client``; in Bloom mode a miss is checked against the
+        prefix's shared false-positive state (one per switch and LID table) instead of walking the whole tree."""
+        tree = (*prefix, (switch, client))
+        key = (tree, (client,))
+        hit = self._fids.get(key)
+        if hit is not None:
+            return hit
+        if self.plan.exact:
+            return self._fid(tree, (client,))
+        for table in self.plan.tables:
+            ck = (prefix, switch, table.index)
+            check = self._prefix_checks.get(ck)
+            if check is None:
+                if len(self._prefix_checks) > 200_000:
+                    self._prefix_checks.clear()
+                check = self._prefix_checks[ck] = lidlib.prefix_check(table, prefix, switch)
+            fid, ok = lidlib.extension_fid(check, (switch, client), client)
+            if ok:
+                if len(self._fids) > 200_000:
+                    self._fids.clear()
+                hit = self._fids[key] = (table.index, fid, True)
+                return hit
+        return self._fid(tree, (client,))  # no table is leak-free: the full check picks the least bad one
 
     def resolve(self, client: str, fqdn: str, c: Constraints = DEFAULT) -> list[Route]:
         """ResolvePath: validated inputs, NotFound when nothing serves the name reachably."""
@@ -272,39 +403,46 @@ class PceCore:
     def unsubscribe(self, nap_id: str) -> None:
         """Forget a NAP's interest (its session closed)."""
         self.interest.pop(nap_id, None)
-        view = self.views.pop(nap_id, None)
-        if view is not None:
-            for link in view.links():
-                self._link_users.get(link, set()).discard(nap_id)
+        self.views.pop(nap_id, None)
+        for link in self._view_links.pop(nap_id, frozenset()):
+            self._link_users.get(link, set()).discard(nap_id)
 
     def view_of(self, nap_id: str) -> NapView:
         """Compute a NAP's view from scratch."""
-        ilids = tuple(t.ilids.get(nap_id, 0) for t in self.plan.tables)
+        return self._view(nap_id, _Batch.of(self.registry))
+
+    def _view(self, nap_id: str, batch: _Batch) -> NapView:
+        ilids = self._ilids.get(nap_id)
+        if ilids is None:
+            ilids = self._ilids[nap_id] = tuple(t.ilids.get(nap_id, 0) for t in self.plan.tables)
         wanted = self.interest.get(nap_id)
-        fqdns = self.registry.fqdns() if wanted is None else sorted(wanted)
+        fqdns = batch.fqdns if wanted is None else sorted(wanted)
         routes = []
         if nap_id in self.topology.nodes:
             for fqdn in fqdns:
-                rs = [r for r in self.routes(nap_id, fqdn) if r.server != nap_id] if self.registry.servers(fqdn) else []
+                servers = batch.servers.get(fqdn)
+                rs = [r for r in self.routes(nap_id, fqdn, DEFAULT, servers) if r.server != nap_id] if servers else []
                 routes.append((fqdn, tuple(rs)))
-        local = tuple(sorted(r.fqdn for r in self.registry.matching(nap_id=nap_id)))
-        return NapView(ilids, tuple(routes), local)
+        return NapView(ilids, tuple(routes), batch.local.get(nap_id, ()))
 
     def refresh(self, naps: Iterable[str]) -> set[str]:
         """Recompute views of ``naps`` that have sessions; returns those whose view changed."""
         changed = set()
+        batch = _Batch.of(self.registry)  # registry reads shared by every NAP of this refresh
         for nap in list(naps):
             if nap not in self.interest:
                 continue
-            new = self.view_of(nap)
+            new = self._view(nap, batch)
             old = self.views.get(nap)
             if new != old:
-                if old is not None:
-                    for link in old.links():
-                        self._link_users.get(link, set()).discard(nap)
-                for link in new.links():
+                new_links = frozenset(new.links())
+                old_links = self._view_links.get(nap, frozenset())
+                for link in old_links - new_links:
+                    self._link_users.get(link, set()).discard(nap)
+                for link in new_links - old_links:
                     self._link_users.setdefault(link, set()).add(nap)
                 self.views[nap] = new
+                self._view_links[nap] = new_links
                 changed.add(nap)
         return changed
 
@@ -349,6 +487,7 @@ def parse_constraints(
     avoid_links: Iterable[str] = (),
     prefer_nodes: Iterable[str] = (),
     max_hops: int = 0,
+    prefer_links: Iterable[str] = (),
     known_nodes: Mapping[str, object] | None = None,
     known_links: Mapping[str, object] | None = None,
     prefix: str = "constraints",
@@ -361,6 +500,7 @@ def parse_constraints(
         ("avoid_node_ids", avoid_nodes, known_nodes),
         ("prefer_node_ids", prefer_nodes, known_nodes),
         ("avoid_link_ids", avoid_links, known_links),
+        ("prefer_link_ids", prefer_links, known_links),
     ):
         for i, x in enumerate(ids):
             if known is not None and x not in known:
@@ -377,4 +517,5 @@ def parse_constraints(
         frozenset(avoid_links),
         frozenset(prefer_nodes),
         max_hops,
+        frozenset(prefer_links),
     )

@@ -134,3 +134,60 @@ def choose_table(
             best = (table, fid, len(leaks))
     assert best is not None
     return best[0], best[1], False
+
+
+@dataclass(frozen=True)
+class PrefixCheck:
+    """False-positive state of a tree prefix in one Bloom table, to test many one-direction extensions cheaply.
+
+    Many trees share everything but their last direction (the routes back to every NAP behind one switch). For the
+    prefix's FID ``fid``, every direction adjacent to the prefix (leaving one of its nodes or the ``last`` switch) and
+    not on it is reduced to its *residual*: the LID bits the prefix FID lacks. An extension by one direction and one
+    destination iLID (bits ``E``) leaks through exactly the directions whose residual is a subset of ``E``."""
+
+    table: LidTable
+    fid: int
+    #: Directions whose LID the prefix FID already contains (residual 0).
+    covered: tuple[Direction, ...]
+    #: Lowest bit of the residual -> ((residual, direction), ...) for the others.
+    by_low_bit: Mapping[int, tuple[tuple[int, Direction], ...]]
+
+
+def prefix_check(table: LidTable, prefix: Sequence[Direction], last: str) -> PrefixCheck:
+    """The :class:`PrefixCheck` of ``prefix`` (directions) whose extensions leave switch ``last``."""
+    fid = 0
+    for d in prefix:
+        fid |= table.lids.get(d, 0)
+    on_prefix = set(prefix)
+    covered: list[Direction] = []
+    by_low: dict[int, list[tuple[int, Direction]]] = {}
+    for node in dict.fromkeys([n for n, _ in prefix] + [last]):
+        for lid, nbr in table.out.get(node, ()):
+            d = (node, nbr)
+            if d in on_prefix:
+                continue
+            residual = lid & ~fid
+            if residual == 0:
+                covered.append(d)
+            else:
+                by_low.setdefault(residual & -residual, []).append((residual, d))
+    return PrefixCheck(table, fid, tuple(covered), {b: tuple(v) for b, v in by_low.items()})
+
+
+def extension_fid(check: PrefixCheck, direction: Direction, destination: str) -> tuple[int, bool]:
+    """(FID, false-positive-free) of the prefix extended by ``direction`` (leaving its ``last`` switch) with
+    ``destination``'s iLID: the same FID and verdict :func:`fid_for` and :func:`false_positives` give for the whole
+    tree, without walking the prefix again."""
+    table = check.table
+    extra = table.lids.get(direction, 0) | table.ilids[destination]
+    fid = check.fid | extra
+    if any(d != direction for d in check.covered):
+        return fid, False
+    bits = extra & ~check.fid
+    while bits:
+        low = bits & -bits
+        bits ^= low
+        for residual, d in check.by_low_bit.get(low, ()):
+            if residual & ~extra == 0 and d != direction:
+                return fid, False
+    return fid, True

@@ -10,12 +10,15 @@ import heapq
 import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from pce.topology import Topology
 
 METRICS = ("hops", "weighted", "latency")
 EARTH_RADIUS_KM = 6371.0
+#: Policy preference (SFR-6) as a cost bias: a preferred link, or a link touching a preferred node, costs this fraction
+#: of its metric weight, so a preferred path wins over an unpreferred one up to twice as costly. Applied once per link.
+PREFER_FACTOR = 0.5
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,15 @@ class Constraints:
     avoid_links: frozenset[str] = frozenset()
     prefer_nodes: frozenset[str] = frozenset()
     max_hops: int = 0
+    prefer_links: frozenset[str] = frozenset()
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Constraints key every cache lookup (trees, routes, legs): hash the fields once, not on every lookup.
+        object.__setattr__(self, "_hash", hash(tuple(getattr(self, f.name) for f in fields(self) if f.compare)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 @dataclass
@@ -85,7 +97,8 @@ class PathEngine:
         """node -> neighbour ids (for false-positive checks); computed once per topology."""
         return self._neighbours
 
-    def _weight(self, link_id: str, c: Constraints) -> float:
+    def metric_weight(self, link_id: str, c: Constraints) -> float:
+        """A link's weight under the metric (and traffic class) of ``c``, without preference bias."""
         link = self.topo.links[link_id]
         if c.metric == "hops":
             return 1.0
@@ -94,6 +107,19 @@ class PathEngine:
         if c.traffic_class and c.traffic_class in link.class_weights:
             return link.class_weights[c.traffic_class]
         return link.weight
+
+    def _weight(self, link_id: str, c: Constraints) -> float:
+        # What path search minimises: the metric weight, biased down on preferred links and nodes (SFR-6).
+        w = self.metric_weight(link_id, c)
+        if c.prefer_links or c.prefer_nodes:
+            link = self.topo.links[link_id]
+            if link_id in c.prefer_links or link.a[0] in c.prefer_nodes or link.b[0] in c.prefer_nodes:
+                return w * PREFER_FACTOR
+        return w
+
+    def metric_cost(self, links: Iterable[str], c: Constraints) -> float:
+        """Unbiased cost of a path's links under ``c`` (what a route reports)."""
+        return sum(self.metric_weight(link_id, c) for link_id in links)
 
     def _allowed(self, node: str, c: Constraints) -> bool:
         if node in c.avoid_nodes:
