@@ -337,6 +337,18 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
                 kind = msg.WhichOneof("message")
                 if kind == "ack":
                     self.sessions.ack(nap, msg.ack.version)
+                    rec = self.sessions.records[nap]
+                    log.info(
+                        "snapshot acked",
+                        extra={
+                            "fields": {
+                                "nap": nap,
+                                "version": msg.ack.version,
+                                "acked_version": rec.acked_version,
+                                "pushed_version": rec.pushed_version,
+                            }
+                        },
+                    )
                 elif kind == "nack":
                     hold = self.sessions.nack(nap, msg.nack.version, msg.nack.error.code, msg.nack.error.message)
                     log.warning(
