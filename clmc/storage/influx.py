@@ -14,6 +14,7 @@ import http.client
 import json
 import logging
 import math
+import re
 import ssl
 import threading
 import time
@@ -123,6 +124,24 @@ class InfluxStore:
         self._types: dict[str, dict[str, str]] = {}
         duration = f" WITH DURATION {retention}" if retention else ""
         self._call("POST", "/query", {"q": f"CREATE DATABASE {ident(database)}{duration}"}, retry=True)
+        if retention:
+            self._apply_retention(retention)
+
+    def _apply_retention(self, retention: str) -> None:
+        """Make the database's default retention policy keep ``retention``: CREATE DATABASE ... WITH DURATION is a
+        no-op on an existing database, so a changed setting would otherwise be ignored silently."""
+        for series in self.influxql("SHOW RETENTION POLICIES"):
+            cols = series["columns"]
+            for row in series.get("values", []):
+                policy = dict(zip(cols, row, strict=True))
+                if not policy.get("default"):
+                    continue
+                if _duration_ns(str(policy["duration"])) != _duration_ns(retention):
+                    self.influxql(
+                        f"ALTER RETENTION POLICY {ident(policy['name'])} ON {ident(self._db)} DURATION {retention}",
+                        write=True,
+                    )
+                    log.info("influxdb %s: retention %s -> %s", self._db, policy["duration"], retention)
 
     # --- HTTP -------------------------------------------------------------------------------------------------
     def _conn(self) -> http.client.HTTPConnection:
@@ -313,6 +332,15 @@ class InfluxStore:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
+
+
+_INFLUX_UNITS = {"ns": 1, "u": 1_000, "µ": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
+_INFLUX_UNITS |= {"d": 86400 * 10**9, "w": 7 * 86400 * 10**9}
+
+
+def _duration_ns(text: str) -> int:
+    """An InfluxDB duration ("2h0m0s", "30d", "0s" = infinite) in ns."""
+    return sum(int(n) * _INFLUX_UNITS[u] for n, u in re.findall(r"(\d+)(ns|ms|u|µ|s|m|h|d|w)", text))
 
 
 def tls_context(ca_file: str | Path | None, verify: bool) -> ssl.SSLContext:
