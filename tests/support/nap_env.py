@@ -1,10 +1,12 @@
 """An emulated-fabric FLAME edge for NAP tests and benchmarks: a real PCE gRPC server with the emulated fabric and the
 roadmap topology, real NAP agents attached over UDP on loopback with real NAP sessions, origin servers in their own
-processes. Everything stops and is cleaned up on exit."""
+processes. Everything stops and is cleaned up on exit. The PCE can be killed and replaced by a fresh one on the same
+port while the fabric (the emulated switches) keeps forwarding, as real switches outlive a PCE."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sys
 from collections.abc import AsyncIterator
@@ -13,9 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flame_control.api.flame.pce.v1 import pce_pb2_grpc
 from flame_control.runtime import testing
-from flame_control.runtime.service import ServiceContext
+from flame_control.runtime.config import FlameConfig
+from flame_control.runtime.server import ServiceHost
+from flame_control.runtime.service import ServiceContext, ServiceSpec
 from nap_agent.agent import LocalServiceConfig, NapAgent, Settings
+from pce import topology as topolib
+from pce.core import PceCore
+from pce.service import ACCESS, PceServicer
 from pce.service import Settings as PceSettings
 from pce.service import build as build_pce
 from tests.support.nap_procs import NapProcess
@@ -33,6 +41,27 @@ class Env:
     pce: Any
     agents: dict[str, NapAgent] = field(default_factory=dict)
     processes: dict[str, NapProcess] = field(default_factory=dict)
+    hosts: list[ServiceHost] = field(default_factory=list)
+
+    async def kill_pce(self) -> None:
+        """Stop the PCE's gRPC server at once (no grace: open NAP sessions are cut). The fabric keeps forwarding."""
+        for running in self.hosts[-1].running.values():
+            await running.server.stop(None)
+
+    async def restart_pce(self) -> None:
+        """A fresh PCE (new core from the topology file, no memory of sessions or registrations) on the same port,
+        taking over the same fabric and resyncing it from its own desired state (crash-only)."""
+        core = PceCore()
+        core.apply_topology(topolib.load_file(EXAMPLE))
+        driver = self.pce.driver
+        servicer = PceServicer(core, driver=driver)
+        driver.topology = lambda: core.topology
+        spec = ServiceSpec("flame.pce.v1.PceService", servicer, pce_pb2_grpc.add_PceServiceServicer_to_server, ACCESS)
+        host = ServiceHost(FlameConfig(shutdown_grace_s=1.0), settings={})
+        await host.start_spec("pce", spec, int(self.pce_target.rsplit(":", 1)[1]))
+        self.hosts.append(host)
+        self.pce = servicer
+        await servicer.program()
 
     def http(self, nap_id: str) -> int:
         if nap_id in self.processes:
@@ -83,32 +112,38 @@ async def emulated_edge(
             channel_to=lambda key: None,  # type: ignore[arg-type,return-value]
         )
     )
-    async with testing.running_server(spec) as target:
-        servicer: Any = spec.servicer
-        env = Env(target, servicer)
-        try:
-            for nap_id, services in naps.items():
-                settings = Settings(
-                    nap_id=nap_id,
-                    fabric=f"127.0.0.1:{servicer.driver.port}",
-                    pce_endpoints=[*(pce_before or []), target],
-                    http_listen="127.0.0.1:0",
-                    tls_listen="127.0.0.1:0",
-                    local_services=services,
-                    **{**nap_settings, **(per_nap or {}).get(nap_id, {})},
-                )
-                if processes is not None:
-                    if settings.http_listen.endswith(":0"):
-                        settings = settings.model_copy(update={"http_listen": f"127.0.0.1:{free_port()}"})
-                    settings = settings.model_copy(update={"tls_listen": ""})
-                    env.processes[nap_id] = await asyncio.to_thread(NapProcess, processes, settings)
-                    continue
-                agent = NapAgent(settings, channel=testing.channel)
-                env.agents[nap_id] = agent
-                await agent.start()
-            for agent in env.agents.values():
-                await agent.wait_ready()
-            yield env
-        finally:
-            for agent in env.agents.values():
-                await agent.stop()
+    # The fabric is closed once at the very end (not when a killed PCE's server stops): on_stop runs last, below.
+    host = ServiceHost(FlameConfig(shutdown_grace_s=1.0), settings={})
+    target = f"127.0.0.1:{await host.start_spec('pce', dataclasses.replace(spec, on_stop=None), 0)}"
+    servicer: Any = spec.servicer
+    env = Env(target, servicer, hosts=[host])
+    try:
+        for nap_id, services in naps.items():
+            settings = Settings(
+                nap_id=nap_id,
+                fabric=f"127.0.0.1:{servicer.driver.port}",
+                pce_endpoints=[*(pce_before or []), target],
+                http_listen="127.0.0.1:0",
+                tls_listen="127.0.0.1:0",
+                local_services=services,
+                **{**nap_settings, **(per_nap or {}).get(nap_id, {})},
+            )
+            if processes is not None:
+                if settings.http_listen.endswith(":0"):
+                    settings = settings.model_copy(update={"http_listen": f"127.0.0.1:{free_port()}"})
+                settings = settings.model_copy(update={"tls_listen": ""})
+                env.processes[nap_id] = await asyncio.to_thread(NapProcess, processes, settings)
+                continue
+            agent = NapAgent(settings, channel=testing.channel)
+            env.agents[nap_id] = agent
+            await agent.start()
+        for agent in env.agents.values():
+            await agent.wait_ready()
+        yield env
+    finally:
+        for agent in env.agents.values():
+            await agent.stop()
+        for h in env.hosts:
+            await h.stop()
+        if spec.on_stop is not None:
+            await spec.on_stop()

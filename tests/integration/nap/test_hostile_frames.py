@@ -71,7 +71,9 @@ def test_hostile_frames_are_counted_and_dropped_while_a_download_stays_exact(tmp
                 assert status == 200 and data == body(8 << 20)
                 for nap in ("nap-dc", "nap-edge-a1"):
                     c = env.agents[nap].dp.counters
-                    assert c.frames_garbage + c.frames_unknown_session + c.frames_not_for_us > 0, (nap, c)
+                    # each kind of bad frame is counted as what it is, not only in a sum
+                    assert c.frames_unknown_session > 0, (nap, c)  # ACK/RESET/responses for sessions nobody opened
+                    assert c.frames_garbage > 0, (nap, c)  # noise, truncated, lying lengths, unknown types
                 # and they still serve
                 status, data = await asyncio.to_thread(download)
                 assert status == 200 and data == body(8 << 20)
