@@ -24,6 +24,7 @@ CREATE TABLE IF NOT EXISTS alerts (
 CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, media_service TEXT, event BLOB);
 CREATE TABLE IF NOT EXISTS erased_subjects (subject TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS endpoint_tracks (endpoint TEXT PRIMARY KEY, track TEXT);
+CREATE TABLE IF NOT EXISTS fqdn_services (fqdn TEXT PRIMARY KEY, media_service TEXT);
 """
 
 
@@ -141,6 +142,16 @@ class ClmcState:
             self._db.execute(
                 "INSERT OR REPLACE INTO endpoint_tracks VALUES (?, ?)", (json.dumps(endpoint), json.dumps(vars(track)))
             )
+
+    def fqdn_services(self) -> dict[str, str]:
+        """FQDN -> media service learned from endpoint config events (clmc.attribution)."""
+        with self._lock:
+            return dict(self._db.execute("SELECT fqdn, media_service FROM fqdn_services").fetchall())
+
+    def put_fqdn_services(self, entries: dict[str, str]) -> None:
+        """Store learned FQDN -> media service entries."""
+        with self._lock:
+            self._db.executemany("INSERT OR REPLACE INTO fqdn_services VALUES (?, ?)", sorted(entries.items()))
 
     def close(self) -> None:
         """Close the file."""

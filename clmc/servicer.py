@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from clmc import analytics
+from clmc.attribution import FqdnAttribution
 from clmc.dimensions import DimensionMap
 from clmc.endpoint_config import endpoint_config_point, endpoint_tags, transition
 from clmc.ingest import CONFIG_EVENT_MEASUREMENT, Limits, convert_batch, convert_events, to_config_event, to_measurement
@@ -67,6 +68,8 @@ class ClmcServicer(clmc_pb2_grpc.ClmcServiceServicer):
         self.engine = engine
         self.state = state
         self.erased_subjects: set[str] = state.erased_subjects() if state else set()
+        #: FQDN -> media service of points that name only an FQDN (CLMC-12).
+        self.attribution = FqdnAttribution(state.fqdn_services() if state else {})
         if engine is not None:
             self.stored_hooks.append(engine.on_stored)
 
@@ -85,7 +88,7 @@ class ClmcServicer(clmc_pb2_grpc.ClmcServiceServicer):
         """Write converted points (dropping points of erased subjects) and run the stored hooks."""
         if self.erased_subjects:
             batch = [s for s in batch if not self._erased(dict(s.tags).get(SUBJECT_TAG))]
-        batch = self.dimensions.apply(batch)
+        batch = self.dimensions.apply(self.attribution.apply(batch))
         n: int = await self._storage(self.store.write, batch)
         for hook in self.stored_hooks:
             hook(batch)
@@ -111,6 +114,9 @@ class ClmcServicer(clmc_pb2_grpc.ClmcServiceServicer):
         accepted = 0
         async for req in request_iterator:
             events = convert_events(req, self.clock_ns(), self.limits)
+            learned = self.attribution.learn(events)
+            if learned and self.state is not None:
+                await asyncio.to_thread(self.state.put_fqdn_services, learned)
             derived = await asyncio.to_thread(self._endpoint_configs, events) if self.state is not None else []
             accepted += await self.store_batch(events)
             if derived:

@@ -8,6 +8,7 @@ then they are counted and logged, never silently lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -91,10 +92,8 @@ class ConfigEventPublisher:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         if self.pending:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.flush(), flush_timeout_s)
-            except TimeoutError:
-                pass
         if self.pending:
             log.warning("stopping with config events not delivered", extra={"fields": {"pending": len(self.pending)}})
 
@@ -104,9 +103,9 @@ class ConfigEventPublisher:
             batch = self.pending[: self.max_batch]
             request = clmc_pb2.PublishConfigEventsRequest(events=batch, request_id=uuid.uuid4().hex)
 
-            async def one(r: clmc_pb2.PublishConfigEventsRequest = request) -> AsyncIterator[
-                clmc_pb2.PublishConfigEventsRequest
-            ]:
+            async def one(
+                r: clmc_pb2.PublishConfigEventsRequest = request,
+            ) -> AsyncIterator[clmc_pb2.PublishConfigEventsRequest]:
                 yield r
 
             try:
@@ -128,10 +127,8 @@ class ConfigEventPublisher:
     async def _loop(self) -> None:
         backoff = self.interval_s
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=max(backoff, self.interval_s))
-            except TimeoutError:
-                pass
             self._wake.clear()
             if not self.pending:
                 continue

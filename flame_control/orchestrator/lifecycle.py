@@ -14,6 +14,7 @@ to the CLMC as a config event (CLMC-4).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -120,10 +121,10 @@ class Lifecycle:
         problems = problems + validate(
             tpl,
             self.catalogue(),
-            self.deployed(exclude=updating),
+            self.deployed(),
             updating=bool(updating),
             known_metrics=await self.known_metrics(),
-            placements=self.placements(exclude=updating),
+            placements=self.placements(),
             default_vim=self.default_vim,
         )
         return tpl, problems
@@ -146,13 +147,12 @@ class Lifecycle:
 
     async def deploy(self, text: str, owner: str) -> ServiceRecord:
         async with self._lock:
+            same = [r for r in self.store.services.values() if r.template_sha256 == sha256(text) and not r.deleting]
+            if same:
+                return same[0]  # the same deploy again: idempotent by content
             tpl, problems = await self.check(text)
             if tpl is None or errors_of(problems):
                 raise TemplateInvalid(problems)
-            existing = self.store.services.get(tpl.name)
-            if existing is not None:
-                if existing.template_sha256 == sha256(text) and not existing.deleting:
-                    return existing  # the same deploy again: idempotent by content
             placement = self._place(tpl)
             now = self.wall()
             rec = ServiceRecord(
@@ -214,10 +214,8 @@ class Lifecycle:
 
     async def _reconcile_loop(self) -> None:
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=1.0)
-            except TimeoutError:
-                pass
             self._wake.clear()
             for name in sorted(self.store.services):
                 rec = self.store.services.get(name)

@@ -5,6 +5,7 @@ field), applies infrastructure catalogues to the PCE, and exports descriptors.""
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -34,6 +35,7 @@ from flame_control.runtime.errors import (
 from flame_control.runtime.service import ALL_ROLES, OPERATORS, AccessRules, Role, ServiceContext, ServiceSpec
 
 S = orchestrator_pb2
+log = logging.getLogger("flame.orchestrator")
 #: Largest template or catalogue accepted (bytes).
 MAX_DOCUMENT = 1 << 20
 
@@ -47,6 +49,8 @@ class Settings(BaseModel):
     vim: str = "process"
     #: Infrastructure catalogue (TOSCA) applied at start when none is in force yet.
     catalogue_file: Path | None = None
+    #: Seconds between two checks that the PCE still holds the catalogue's topology.
+    topology_check_s: float = 2.0
 
 
 def _violations(problems: list[Problem], field_prefix: str) -> InvalidArgument:
@@ -80,6 +84,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         self.ctx, self.settings = ctx, settings
         self.store = OrchestratorStore.load(ctx.state_dir / "orchestrator.json")
         self.events = ConfigEventPublisher(lambda: ctx.channel_to("clmc"))
+        self._topology_task: asyncio.Task[None] | None = None
         self.life = Lifecycle(
             self.store, lambda: ctx.channel_to("sfemc"), lambda: ctx.channel_to("clmc"), self.events, settings.vim
         )
@@ -88,18 +93,30 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         self.events.start()
         self.life.start()
         if self.settings.catalogue_file is not None and not self.store.catalogue:
-            asyncio.get_running_loop().create_task(self._initial_catalogue(self.settings.catalogue_file))
+            self.store.catalogue = self.settings.catalogue_file.read_text()
+        self._topology_task = asyncio.get_running_loop().create_task(self._keep_topology())
 
-    async def _initial_catalogue(self, path: Path) -> None:
-        text = path.read_text()
-        for _ in range(50):  # the PCE may start after us in the same process
-            try:
-                await self._apply_catalogue(text)
-                return
-            except Unavailable:
-                await asyncio.sleep(0.2)
+    async def _keep_topology(self) -> None:
+        """Crash-only: the PCE keeps its topology in memory, so whenever it has none (it started after us, or
+        restarted) while a catalogue is in force, apply the catalogue again (ORCH-4)."""
+        stub = pce_pb2_grpc.PceServiceStub(self.ctx.channel_to("pce"))
+        while True:
+            if self.store.catalogue:
+                try:
+                    topo = await stub.GetTopology(pce_pb2.GetTopologyRequest(), timeout=5)
+                    if topo.version == 0:
+                        await self._apply_catalogue(self.store.catalogue)
+                except (grpc.aio.AioRpcError, Unavailable):
+                    await asyncio.sleep(0.2)
+                    continue
+                except InvalidArgument as exc:
+                    log.error("the catalogue in force was refused: %s", exc)
+            await asyncio.sleep(self.settings.topology_check_s)
 
     async def stop(self) -> None:
+        if self._topology_task is not None:
+            self._topology_task.cancel()
+            await asyncio.gather(self._topology_task, return_exceptions=True)
         await self.life.stop()
         await self.events.stop()
 

@@ -164,14 +164,21 @@ class Actuator:
                 f"registering {rec.spec.fqdn}: {err.code().name} {err.details()}",
             ) from err
 
+    async def registered(self, rec: EndpointRecord) -> bool:
+        """Does the PCE list the endpoint's FQDN for its NAP (routable)?"""
+        try:
+            regs = await pce_pb2_grpc.PceServiceStub(self.pce()).ListRegistrations(
+                pce_pb2.ListRegistrationsRequest(fqdn=rec.spec.fqdn, nap_id=rec.spec.nap_id),
+                timeout=self._timeouts(rec).connect_s,
+            )
+        except grpc.aio.AioRpcError as err:
+            raise StepFailed(model_pb2.FAILURE_CATEGORY_CONTROL_PLANE, f"PCE: {err.code().name}") from err
+        return bool(regs.registrations)
+
     async def _await_registered(self, rec: EndpointRecord, seconds: float) -> None:
-        stub = pce_pb2_grpc.PceServiceStub(self.pce())
         deadline = time.monotonic() + seconds
         while True:
-            regs = await stub.ListRegistrations(
-                pce_pb2.ListRegistrationsRequest(fqdn=rec.spec.fqdn, nap_id=rec.spec.nap_id), timeout=seconds
-            )
-            if regs.registrations:
+            if await self.registered(rec):
                 return
             if time.monotonic() > deadline:
                 raise StepFailed(

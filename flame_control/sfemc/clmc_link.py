@@ -129,9 +129,9 @@ class ClmcLink:
         req = clmc_pb2.AggregateRequest(
             measurement=q.measurement,
             field=q.field,
-            aggregation=agg,
+            aggregation=agg,  # type: ignore[arg-type]
             percentile=pct,
-            tags=q.scope,  # type: ignore[arg-type]
+            tags=q.scope,
         )
         end = time.time_ns()
         req.start.FromNanoseconds(end - int(q.window_s * 1e9))

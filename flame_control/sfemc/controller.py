@@ -14,6 +14,7 @@ Every transition is persisted, streamed to watchers and sent to the CLMC as a co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -56,8 +57,8 @@ class Controller:
     events: ConfigEventPublisher
     #: Desired state of an endpoint (policies, overrides, initial state, removal).
     desired: Callable[[EndpointRecord], int]
-    #: Owner of a media service (the subject registering its names).
-    owner_of: Callable[[str], str]
+    #: Who registers an endpoint's FQDN at the PCE: the owner of the name's zone (a delegate registers on its behalf).
+    owner_of: Callable[[EndpointRecord], str]
     max_parallel: int = 8
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
@@ -155,6 +156,7 @@ class Controller:
             "flame_sfe": rec.id,
             "flame_location": rec.spec.site,
             "flame_server": rec.spec.nap_id,
+            "fqdn": rec.spec.fqdn,
         }
 
     def transition(self, rec: EndpointRecord, to_state: int, message: str = "", failure: int = 0) -> None:
@@ -196,8 +198,8 @@ class Controller:
         """Send the endpoint's current view to every watcher."""
         msg = sfemc_pb2.WatchEndpointsResponse(
             endpoint=self.view(rec),
-            previous_state=previous,
-            removed=removed,  # type: ignore[arg-type]
+            previous_state=previous,  # type: ignore[arg-type]
+            removed=removed,
         )
         for q in list(self.watchers):
             q.put_nowait(msg)
@@ -206,10 +208,8 @@ class Controller:
 
     async def _loop(self) -> None:
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=1.0)
-            except TimeoutError:
-                pass
             self._wake.clear()
             try:
                 self.reconcile_once()
@@ -296,7 +296,7 @@ class Controller:
         elif action is states.Action.BOOT:
             rec.address = await a.boot(rec)
         elif action is states.Action.CONNECT:
-            rec.via_nap = await a.connect(rec, self.owner_of(rec.media_service))
+            rec.via_nap = await a.connect(rec, self.owner_of(rec))
         elif action is states.Action.DISCONNECT:
             await a.disconnect(rec)
         elif action is states.Action.STOP:
@@ -314,6 +314,18 @@ class Controller:
                 ok, detail = await self.actuator.running(rec)
             except StepFailed as exc:
                 log.warning("health check of %s failed: %s", rec.id, exc)
+                continue
+            if ok and rec.state == CONNECTED:
+                try:
+                    if not await self.actuator.registered(rec):
+                        # The PCE lost it (restarted, or the NAP went away): connect again.
+                        rec.resume_from = BOOTED
+                        self.transition(
+                            rec, FAILED, "registration lost at the PCE", model_pb2.FAILURE_CATEGORY_CONNECTIVITY
+                        )
+                        rec.last_error = "registration lost at the PCE"
+                except StepFailed as exc:
+                    log.warning("registration check of %s failed: %s", rec.id, exc)
                 continue
             if ok:
                 continue

@@ -162,7 +162,7 @@ class SfemcServicer(sfemc_pb2_grpc.SfemcServiceServicer):
             self.actuator,
             self.events,
             desired=self.desired,
-            owner_of=lambda ms: self.table.services[ms].owner if ms in self.table.services else "",
+            owner_of=self._registrant,
             max_parallel=settings.max_parallel,
             health_interval_s=settings.health_interval_s,
         )
@@ -214,6 +214,11 @@ class SfemcServicer(sfemc_pb2_grpc.SfemcServiceServicer):
         if rec.override:
             return rec.override
         return self.policies.desired(rec.media_service, rec.spec.node_name, rec.spec.initial_state)
+
+    def _registrant(self, rec: EndpointRecord) -> str:
+        """The zone owner of the endpoint's FQDN (SFEMC-7: a delegate's endpoints register on the owner's behalf)."""
+        svc = self.table.services.get(rec.media_service)
+        return self.names.owner_of(normalise_fqdn(rec.spec.fqdn)) or (svc.owner if svc else "")
 
     def _image_known(self, name: str, vim: str) -> bool:
         return name in self.images and self.images.get(name).vim == vim

@@ -35,14 +35,14 @@ def test_sfemc1_vod_example_parses_into_endpoints_policies_and_kpis() -> None:
     assert (kpi.name, kpi.measurement, kpi.field, kpi.aggregation, kpi.window_s) == (
         "edge_a_demand", "nap_http", "requests", "sum", 30.0,
     )  # fmt: skip
-    assert kpi.scope == {"flame_location": "nap-edge-a1"} and kpi.clear_threshold == 10.0
+    assert kpi.scope == {"flame_location": "nap-edge-a2"} and kpi.clear_threshold == 10.0
     by_name = {p.name: p for p in tpl.policies}
     a, b = by_name["connect_edge_a"], by_name["connect_edge_b"]
     assert a.targets == ("edge_a",) and a.trigger.kpi == "edge_a_demand" and a.cooldown_s == 60.0
     assert (a.to_state, a.from_state) == ("connected", "placed")
     assert b.trigger == TriggerSpec(
         measurement="nap_http", field="latency_ms", aggregation="p95", window_s=30.0, kind="threshold",
-        comparison="gt", threshold=40.0, clear_threshold=20.0, scope={"flame_location": "nap-edge-b1"},
+        comparison="gt", threshold=40.0, clear_threshold=20.0, scope={"flame_location": "nap-edge-b2"},
     )  # fmt: skip
     assert b.cooldown_s == 60.0
 
