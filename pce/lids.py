@@ -140,38 +140,45 @@ def choose_table(
 class PrefixCheck:
     """False-positive state of a tree prefix in one Bloom table, to test many one-direction extensions cheaply.
 
-    Many trees share everything but their last direction (the routes back to every NAP behind one switch). For the
-    prefix's FID ``fid``, every direction adjacent to the prefix (leaving one of its nodes or the ``last`` switch) and
-    not on it is reduced to its *residual*: the LID bits the prefix FID lacks. An extension by one direction and one
-    destination iLID (bits ``E``) leaks through exactly the directions whose residual is a subset of ``E``."""
+    Many trees share everything but their last direction (the routes back to every NAP behind one switch). Extending
+    the prefix (FID ``fid``) by a direction leaving its ``last`` switch towards a NAP adds bits ``E`` (that LID and the
+    NAP's iLID), which lie within ``reach``: the OR of the LIDs of every direction leaving ``last`` and the iLIDs at
+    their far ends. An adjacent off-prefix direction can only be covered by such an extension when the bits its LID
+    lacks in ``fid`` (its *residual*) lie within ``reach``; those few are the ``candidates``, and a direction leaks for
+    an extension exactly when its residual is a subset of ``E``."""
 
     table: LidTable
+    prefix: tuple[Direction, ...]
+    last: str
     fid: int
-    #: Directions whose LID the prefix FID already contains (residual 0).
-    covered: tuple[Direction, ...]
-    #: Lowest bit of the residual -> ((residual, direction), ...) for the others.
-    by_low_bit: Mapping[int, tuple[tuple[int, Direction], ...]]
+    reach: int
+    #: (residual, direction) of the adjacent off-prefix directions whose residual lies within ``reach``.
+    candidates: tuple[tuple[int, Direction], ...]
+
+
+_ALL_BITS = (1 << fidlib.BITS) - 1
 
 
 def prefix_check(table: LidTable, prefix: Sequence[Direction], last: str) -> PrefixCheck:
     """The :class:`PrefixCheck` of ``prefix`` (directions) whose extensions leave switch ``last``."""
     fid = 0
+    lids = table.lids
     for d in prefix:
-        fid |= table.lids.get(d, 0)
+        fid |= lids.get(d, 0)
+    out = table.out
+    reach = 0
+    for lid, nbr in out.get(last, ()):
+        reach |= lid | table.ilids.get(nbr, 0)
+    missing = _ALL_BITS ^ fid  # positive masks: cheaper than ~x in big-int arithmetic
+    outside = missing & (_ALL_BITS ^ reach)  # a LID with bits here can never be covered by an extension
     on_prefix = set(prefix)
-    covered: list[Direction] = []
-    by_low: dict[int, list[tuple[int, Direction]]] = {}
-    for node in dict.fromkeys([n for n, _ in prefix] + [last]):
-        for lid, nbr in table.out.get(node, ()):
-            d = (node, nbr)
-            if d in on_prefix:
-                continue
-            residual = lid & ~fid
-            if residual == 0:
-                covered.append(d)
-            else:
-                by_low.setdefault(residual & -residual, []).append((residual, d))
-    return PrefixCheck(table, fid, tuple(covered), {b: tuple(v) for b, v in by_low.items()})
+    candidates = tuple(
+        (lid & missing, (node, nbr))
+        for node in dict.fromkeys([n for n, _ in prefix] + [last])
+        for lid, nbr in out.get(node, ())
+        if not lid & outside and (node, nbr) not in on_prefix
+    )
+    return PrefixCheck(table, tuple(prefix), last, fid, reach, candidates)
 
 
 def extension_fid(check: PrefixCheck, direction: Direction, destination: str) -> tuple[int, bool]:
@@ -181,13 +188,9 @@ def extension_fid(check: PrefixCheck, direction: Direction, destination: str) ->
     table = check.table
     extra = table.lids.get(direction, 0) | table.ilids[destination]
     fid = check.fid | extra
-    if any(d != direction for d in check.covered):
-        return fid, False
-    bits = extra & ~check.fid
-    while bits:
-        low = bits & -bits
-        bits ^= low
-        for residual, d in check.by_low_bit.get(low, ()):
-            if residual & ~extra == 0 and d != direction:
-                return fid, False
+    if extra & check.reach != extra:  # not an extension towards a neighbour of last: the full check
+        return fid, not false_positives(table, fid, (*check.prefix, direction))
+    for residual, d in check.candidates:
+        if residual & extra == residual and d != direction:
+            return fid, False
     return fid, True

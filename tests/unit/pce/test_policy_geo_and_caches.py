@@ -184,6 +184,7 @@ def test_shared_prefix_false_positive_check_agrees_with_the_full_check(seed: int
         # a random walk of switch directions, extended by one switch -> NAP direction
         walk = [rng.choice(switches)]
         adjacency = lidlib.directions(topo)
+        adjacent = set(adjacency)
         for _ in range(rng.randint(0, 6)):
             nxt = [b for a, b in adjacency if a == walk[-1] and topo.nodes[b].kind == "switch" and b not in walk]
             if not nxt:
@@ -192,12 +193,14 @@ def test_shared_prefix_false_positive_check_agrees_with_the_full_check(seed: int
         prefix = list(itertools.pairwise(walk))
         last = walk[-1]
         nap = rng.choice([b for a, b in adjacency if a == last and topo.nodes[b].kind == "nap"])
+        far = rng.choice([n for n in topo.naps() if (last, n) not in adjacent])  # a NAP elsewhere: outside reach
         for table in plan.tables:
             check = lidlib.prefix_check(table, prefix, last)
-            fid, ok = lidlib.extension_fid(check, (last, nap), nap)
-            tree = [*prefix, (last, nap)]
-            assert fid == lidlib.fid_for(table, tree, [nap])
-            assert ok == (not lidlib.false_positives(table, fid, tree))
+            for direction, dest in (((last, nap), nap), ((last, nap), far)):
+                fid, ok = lidlib.extension_fid(check, direction, dest)
+                tree = [*prefix, direction]
+                assert fid == lidlib.fid_for(table, tree, [dest])
+                assert ok == (not lidlib.false_positives(table, fid, tree))
 
 
 def test_default_constraints_are_one_cache_key() -> None:
