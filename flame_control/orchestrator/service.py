@@ -22,6 +22,7 @@ from flame_control.orchestrator.export import export_descriptor
 from flame_control.orchestrator.lifecycle import Lifecycle, errors_of
 from flame_control.orchestrator.model import Problem, Severity, TemplateInvalid
 from flame_control.orchestrator.store import OrchestratorStore, sha256
+from flame_control.orchestrator.template import parse_template
 from flame_control.runtime.auth import principal_from_context
 from flame_control.runtime.errors import (
     FailedPrecondition,
@@ -35,6 +36,16 @@ from flame_control.runtime.errors import (
 from flame_control.runtime.service import ALL_ROLES, OPERATORS, AccessRules, Role, ServiceContext, ServiceSpec
 
 S = orchestrator_pb2
+#: A minimal valid template parsed once at start.
+WARMUP_TEMPLATE = """tosca_definitions_version: tosca_simple_yaml_1_3
+imports: [flame_profile.yaml]
+metadata: {service_name: warmup}
+topology_template:
+  node_templates:
+    web:
+      type: flame.nodes.ServiceFunctionEndpoint
+      properties: {fqdn: warmup.flame.example, image: vod-media-server}
+"""
 log = logging.getLogger("flame.orchestrator")
 #: Largest template or catalogue accepted (bytes).
 MAX_DOCUMENT = 1 << 20
@@ -95,6 +106,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         if self.settings.catalogue_file is not None and not self.store.catalogue:
             self.store.catalogue = self.settings.catalogue_file.read_text()
         self._topology_task = asyncio.get_running_loop().create_task(self._keep_topology())
+        # The first parse pays for tosca-parser's imports and the profile (~0.5 s): pay it at start, not on a deploy.
+        self._warmup = asyncio.get_running_loop().run_in_executor(None, parse_template, WARMUP_TEMPLATE)
 
     async def _keep_topology(self) -> None:
         """Crash-only: the PCE keeps its topology in memory, so whenever it has none (it started after us, or
