@@ -5,6 +5,7 @@ and watches, operator overrides, endpoint images and delegated name registration
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import AsyncIterator
@@ -30,6 +31,7 @@ from flame_control.sfemc.decisions_host import PolicyHost
 from flame_control.sfemc.endpoints import EndpointRecord, EndpointTable, ServiceRecord, endpoint_id, needs_new_instance
 from flame_control.vim.base import VimDriver
 
+log = logging.getLogger("flame.sfemc")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 #: Template node names (TOSCA style allows '_').
 _NODE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -76,6 +78,9 @@ class Settings(BaseModel):
     metric_poll_s: float = Field(default=1.0, gt=0)
     #: Seconds between two health checks of running endpoints.
     health_interval_s: float = Field(default=2.0, gt=0)
+    #: Garbage collection of endpoint images (SFEMC-6): registered images no endpoint used for this many seconds are
+    #: removed (0 = never; the built-in image always stays).
+    image_gc_after_s: float = Field(default=0.0, ge=0)
 
 
 def make_vim(name: str, s: VimSettings, state_dir: Any) -> VimDriver:
@@ -83,11 +88,13 @@ def make_vim(name: str, s: VimSettings, state_dir: Any) -> VimDriver:
     if name == "process":
         from flame_control.vim.process import ProcessVim
 
-        return ProcessVim(state_dir / "process-vim")
+        return ProcessVim(state_dir / "process-vim", boot_timeout_s=s.boot_timeout_s)
     if name == "docker":
         from flame_control.vim.docker_vim import DockerVim
 
-        return DockerVim(s.docker_url or "unix:///var/run/docker.sock", network_mode=s.network_mode)
+        return DockerVim(
+            s.docker_url or "unix:///var/run/docker.sock", network_mode=s.network_mode, timeout_s=s.boot_timeout_s
+        )
     if name == "openstack":
         import openstack
 
@@ -198,9 +205,15 @@ class SfemcServicer(sfemc_pb2_grpc.SfemcServiceServicer):
     async def _tick_loop(self) -> None:
         while True:
             await asyncio.sleep(0.2)
-            if self.policies.tick(time.time()):
+            now = time.time()
+            if self.policies.tick(now):
                 self.controller.wake()
                 self._notify_all()
+            if self.settings.image_gc_after_s:
+                gone = self.images.garbage_collect(self._users(), now, self.settings.image_gc_after_s)
+                if gone:
+                    log.info("garbage-collected unused endpoint images", extra={"fields": {"images": gone}})
+                    self._save()
 
     def _save(self) -> None:
         self.table.extras["names"] = self.names.to_json()

@@ -329,3 +329,57 @@ def test_update_in_place_and_with_a_new_instance(cp: ControlPlane) -> None:
     assert after["origin"].state == CONNECTED
     assert after["edge_b"].instance_id == before["edge_b"].instance_id
     assert len(instance_dirs(cp)) == 3
+
+
+def test_watch_media_service_streams_transitions_until_running(cp: ControlPlane) -> None:
+    """WatchMediaService: the current status first, then every endpoint transition and status change, until RUNNING;
+    nothing says RUNNING before the origin is CONNECTED (honest states)."""
+    deploy(cp, VOD.read_text())
+    stream = cp.orchestrator.WatchMediaService(O.WatchMediaServiceRequest(name="vod"), timeout=60)
+    seen: list[O.WatchMediaServiceResponse] = []
+    for msg in stream:
+        seen.append(msg)
+        if msg.status == O.SERVICE_STATUS_RUNNING and not msg.endpoint_id:
+            break
+    stream.cancel()
+    assert seen[0].message == "current status"
+    origin = [m.to_state for m in seen if m.endpoint_id == "vod/origin"]
+    assert CONNECTED in origin, origin
+    running_at = next(i for i, m in enumerate(seen) if m.status == O.SERVICE_STATUS_RUNNING and not m.endpoint_id)
+    connected_at = next(i for i, m in enumerate(seen) if m.endpoint_id == "vod/origin" and m.to_state == CONNECTED)
+    assert connected_at < running_at
+    assert all(m.time.seconds > 0 for m in seen)
+
+
+def test_vim_step_timeout_is_a_timeout_failure_and_cleans_up(procs: ProcessGroup) -> None:
+    """A boot that never answers within the VIM's configured timeout (services.sfemc.vims.process.boot_timeout_s):
+    FAILED with a timeout, the service DEGRADED, the stuck process killed; delete removes everything."""
+    plane = start_control_plane(procs, naps=("nap-dc",), vims={"process": {"boot_timeout_s": 1.0}})
+    try:
+        wait("catalogue applied", lambda: cp_sites(plane) == 3)
+        plane.sfemc.RegisterEndpointImage(
+            sfemc_pb2.RegisterEndpointImageRequest(
+                request_id="img-sleepy",
+                image=sfemc_pb2.EndpointImage(name="sleepy", vim="process", reference="/bin/sleep 300"),
+            ),
+            timeout=5,
+        )
+        deploy(plane, VOD.read_text().replace("image: vod-media-server", "image: sleepy"))
+        wait("degraded", lambda: service(plane).status == O.SERVICE_STATUS_DEGRADED, 30)
+        message = service(plane).message
+        assert "within 1 s" in message or "did not" in message or "listen" in message, message
+        assert service(plane).status != O.SERVICE_STATUS_RUNNING
+        plane.orchestrator.DeleteMediaService(O.DeleteMediaServiceRequest(request_id="d3", name="vod"), timeout=5)
+        wait("no endpoints", lambda: endpoints(plane) == {}, 60)
+        assert instance_dirs(plane) == []
+        sleepers = [
+            p
+            for p in Path("/proc").iterdir()
+            if p.name.isdigit() and (p / "cmdline").exists() and b"sleep\x00300" in (p / "cmdline").read_bytes()
+        ]
+        assert sleepers == []
+    finally:
+        procs.stop_all()
+        vim = vim_of(plane)
+        for inst in vim.list():
+            vim.delete(inst.instance_id)
