@@ -19,6 +19,8 @@ from typing import Protocol, runtime_checkable
 #: Label keys every driver puts on its instances (docker labels, OpenStack metadata, process spec files).
 LABEL_ENDPOINT = "flame.endpoint"
 LABEL_MEDIA_SERVICE = "flame.media_service"
+#: Label (or server metadata key) holding the port the endpoint serves on.
+LABEL_PORT = "flame.port"
 
 
 class InstanceStatus(enum.StrEnum):

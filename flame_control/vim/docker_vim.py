@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import socket
 import tarfile
 import tempfile
 import time
@@ -36,6 +35,7 @@ import requests
 from flame_control.vim.base import (
     LABEL_ENDPOINT,
     LABEL_MEDIA_SERVICE,
+    LABEL_PORT,
     Instance,
     InstanceSpec,
     InstanceStatus,
@@ -43,10 +43,9 @@ from flame_control.vim.base import (
     VimErrorKind,
 )
 from flame_control.vim.media_server import expected_segment, playlist
+from flame_control.vim.ports import accepts, free_port
 from flame_control.vim.process import LABEL_MANAGED, instance_id_for
 
-#: Label holding the port the endpoint serves on.
-LABEL_PORT = "flame.port"
 #: Command of the busybox media image: the port comes from the container's environment.
 BUSYBOX_MEDIA_CMD = [
     "sh",
@@ -60,18 +59,6 @@ _Containers = list[Any]
 def container_name(endpoint_id: str) -> str:
     """Docker name of an endpoint's container (``[a-zA-Z0-9][a-zA-Z0-9_.-]*``, unique per endpoint id)."""
     return f"flame-{instance_id_for(endpoint_id)}"
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def _accepts(host: str, port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
-        return True
-    return False
 
 
 @contextlib.contextmanager
@@ -123,7 +110,7 @@ class DockerVim:
             existing = self._containers({LABEL_ENDPOINT: spec.endpoint_id})
             if existing:
                 return self._instance(existing[0])
-            port = spec.port or _free_port(self.host)
+            port = spec.port or free_port(self.host)
             labels = {
                 LABEL_ENDPOINT: spec.endpoint_id,
                 LABEL_MEDIA_SERVICE: spec.media_service,
@@ -163,7 +150,7 @@ class DockerVim:
             container = self._container_or_raise(instance_id)
             port = int(container.labels.get(LABEL_PORT, "0"))
             if container.status != "running":
-                if _accepts(self.host, port):
+                if accepts(self.host, port):
                     raise VimError(VimErrorKind.BOOT, f"{instance_id}: port {self.host}:{port} is already in use")
                 self._mark(container, "started")
                 container.start()
@@ -277,7 +264,7 @@ class DockerVim:
                     f"container {container.name} exited with code {code} before listening on {self.host}:{port}; "
                     f"last log lines:\n{self._logs(container)}",
                 )
-            if container.status == "running" and _accepts(self.host, port):
+            if container.status == "running" and accepts(self.host, port):
                 return
             if time.monotonic() > deadline:
                 container.stop(timeout=self.stop_grace_s)

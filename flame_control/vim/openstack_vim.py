@@ -40,6 +40,7 @@ import requests
 from flame_control.vim.base import (
     LABEL_ENDPOINT,
     LABEL_MEDIA_SERVICE,
+    LABEL_PORT,
     Instance,
     InstanceSpec,
     InstanceStatus,
@@ -48,8 +49,6 @@ from flame_control.vim.base import (
 )
 from flame_control.vim.process import LABEL_MANAGED, instance_id_for
 
-#: Server metadata key holding the port the endpoint serves on.
-LABEL_PORT = "flame.port"
 #: Server metadata key holding the driver's intent: "stopped" (placed) or "running" (booted).
 LABEL_DESIRED = "flame.desired"
 _STOPPED_STATES = {"SHUTOFF", "STOPPED", "PAUSED", "SUSPENDED", "SHELVED", "SHELVED_OFFLOADED"}

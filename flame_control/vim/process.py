@@ -26,7 +26,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -45,6 +44,7 @@ from flame_control.vim.base import (
     VimError,
     VimErrorKind,
 )
+from flame_control.vim.ports import accepts, free_port
 
 #: Image reference of the built-in media server.
 BUILTIN_MEDIA_SERVER = "builtin:media-server"
@@ -65,18 +65,6 @@ def instance_id_for(endpoint_id: str) -> str:
 
 def _valid_id(instance_id: str) -> bool:
     return re.fullmatch(r"[A-Za-z0-9_.-]+", instance_id) is not None and instance_id.strip(".") != ""
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def _accepts(host: str, port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
-        return True
-    return False
 
 
 def _cmdline(pid: int) -> list[str] | None:
@@ -166,11 +154,11 @@ class ProcessVim:
                 return current
             (self._dir(instance_id) / _RUN).unlink(missing_ok=True)  # EXITED: start afresh
             port = int(record["port"])
-            if port == 0 or (int(record["requested_port"]) == 0 and _accepts(self.host, port)):
-                port = _free_port(self.host)
+            if port == 0 or (int(record["requested_port"]) == 0 and accepts(self.host, port)):
+                port = free_port(self.host)
                 record["port"] = port
                 _write_json(self._dir(instance_id) / _SPEC, record)
-            elif _accepts(self.host, port):
+            elif accepts(self.host, port):
                 raise VimError(VimErrorKind.BOOT, f"{instance_id}: port {self.host}:{port} is already in use")
             argv = self._argv(str(record["image"]), port, str(record["endpoint_id"]))
             popen = self._spawn(instance_id, record, argv, port)
@@ -309,7 +297,7 @@ class ProcessVim:
                     f"{instance_id} exited with code {code} before listening on {self.host}:{port}; "
                     f"log tail:\n{self.log_tail(instance_id)}",
                 )
-            if _accepts(self.host, port):
+            if accepts(self.host, port):
                 return
             if time.monotonic() > deadline:
                 self._terminate(instance_id)
