@@ -29,7 +29,7 @@ from pce.topology import EMPTY, Topology
 DEFAULT = Constraints()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Route:
     """How a client NAP reaches one server NAP."""
 
@@ -44,7 +44,7 @@ class Route:
     reverse_table: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NapView:
     """Everything one NAP needs (the content of a snapshot, without its version)."""
 
@@ -57,7 +57,7 @@ class NapView:
         return {link for _, routes in self.routes for r in routes for link in r.links}
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, slots=True)
 class _Leg:
     """The shared part of the routes of every client NAP behind one switch to one server (see PceCore._leg)."""
 

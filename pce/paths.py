@@ -21,7 +21,7 @@ EARTH_RADIUS_KM = 6371.0
 PREFER_FACTOR = 0.5
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Constraints:
     """Normalised path constraints (hashable: part of the cache key)."""
 
@@ -45,7 +45,7 @@ class Constraints:
         return self._hash
 
 
-@dataclass
+@dataclass(slots=True)
 class Tree:
     """A shortest-path tree from one source: cost and predecessor (node, link) per reached node."""
 
