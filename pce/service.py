@@ -54,6 +54,9 @@ class Settings(BaseModel):
     fabric: Literal["emulated", "osken", "none"] = "emulated"
     #: UDP port NAP agents attach to on the emulated fabric (0 = any free port).
     emulated_port: int = 50070
+    #: Emulated fabric: delay every frame by the sum of the configured latencies of the links on its path (so routes
+    #: through the core are slower than local ones, as on a real network); off = loopback speed.
+    emulated_link_latency: bool = False
     #: Where the os-ken OpenFlow controller listens (fabric "osken").
     openflow_host: str = "127.0.0.1"
     openflow_port: int = 6653
@@ -424,7 +427,12 @@ def build(ctx: ServiceContext) -> ServiceSpec:
     elif settings.fabric == "emulated":
         from pce.switch.emulated import EmulatedDriver
 
-        driver = EmulatedDriver("127.0.0.1", settings.emulated_port, topology=lambda: core.topology)
+        driver = EmulatedDriver(
+            "127.0.0.1",
+            settings.emulated_port,
+            topology=lambda: core.topology,
+            link_latency=settings.emulated_link_latency,
+        )
     servicer = PceServicer(core, driver=driver)
     return ServiceSpec(
         "flame.pce.v1.PceService",

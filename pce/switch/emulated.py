@@ -2,6 +2,10 @@
 frames between NAP agents over UDP on loopback. The embedded default (no root) and a test double whose forwarding is
 proven equal to real OVS (tests/integration/pce/test_pce_ovs.py compares the same tables on both).
 
+With ``link_latency`` (``services.pce.emulated_link_latency``, off by default) every frame reaches each NAP after the
+sum of the configured latencies of the links on its path (topology ``latency``), in order per (ingress, egress) pair,
+so a path through the core is measurably slower than one across a single switch (``flame demo`` turns it on).
+
 Protocol (docs/emulated-fabric.md): a NAP sends ``ATTACH <nap_id>`` from its UDP socket and gets ``ATTACHED <nap_id>``
 (or ``ERROR <reason>``); after that every datagram it sends is one Ethernet frame entering the fabric at its switch
 port, and it receives every frame the switches output towards its port.
@@ -14,6 +18,7 @@ import contextlib
 import logging
 import socket
 import struct
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -66,10 +71,18 @@ class EmulatedDriver(asyncio.DatagramProtocol):
     kind = "emulated"
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 0, topology: Callable[[], Topology] = lambda: EMPTY
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        topology: Callable[[], Topology] = lambda: EMPTY,
+        link_latency: bool = False,
     ) -> None:
         self.host, self.port = host, port
         self.topology = topology
+        #: Delay frames by their path's configured link latency.
+        self.link_latency = link_latency
+        #: Frames waiting for their path latency, per (ingress NAP, egress NAP): (due loop time, frame, address).
+        self._delayed: dict[tuple[str, str], deque[tuple[float, bytes, tuple[str, int]]]] = {}
         self.installed: dict[int, list[FlowRule]] = {}
         self.naps: dict[str, tuple[str, int]] = {}
         self.addresses: dict[tuple[str, int], str] = {}
@@ -78,8 +91,8 @@ class EmulatedDriver(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self._fabric: Fabric | None = None
         #: Forwarding decisions of the installed tables per (ingress NAP, FID, LID table, hop limit), like a
-        #: switch's flow cache; dropped whenever tables or wiring change.
-        self._decisions: dict[tuple[str, int, int, int], tuple[tuple[str, ...], int]] = {}
+        #: switch's flow cache; dropped whenever tables or wiring change. Targets carry their path latency.
+        self._decisions: dict[tuple[str, int, int, int], tuple[tuple[tuple[str, float], ...], int]] = {}
 
     # -- driver interface -----------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -160,18 +173,48 @@ class EmulatedDriver(asyncio.DatagramProtocol):
         decision = self._decisions.get(key)
         if decision is None:
             delivery = self.fabric().send(nap, fid, label, hop_limit=min(hops, 64))
-            decision = (tuple(sorted(delivery.accepted | delivery.rejected)), delivery.dropped_hop_limit)
+            reached = sorted(delivery.accepted | delivery.rejected)
+            decision = (tuple((t, delivery.latency_s.get(t, 0.0)) for t in reached), delivery.dropped_hop_limit)
             if len(self._decisions) > 100_000:
                 self._decisions.clear()
             self._decisions[key] = decision
         targets, dropped = decision
-        for target in targets:
+        for target, latency in targets:
             address = self.naps.get(target)
             if address is not None and self.transport is not None:
-                self.transport.sendto(data, address)
+                if self.link_latency and latency > 0:
+                    self._send_later((nap, target), latency, data, address)
+                else:
+                    self.transport.sendto(data, address)
                 self.counters.forwarded += 1
         if dropped:
             self.counters.dropped += dropped
+
+    def _send_later(self, key: tuple[str, str], delay: float, data: bytes, address: tuple[str, int]) -> None:
+        """Queue a frame for ``delay`` seconds, keeping the order of frames between the same two NAPs."""
+        loop = asyncio.get_running_loop()
+        queue = self._delayed.get(key)
+        if queue is None:
+            queue = self._delayed[key] = deque()
+        queue.append((loop.time() + delay, data, address))
+        if len(queue) == 1:
+            loop.call_at(queue[0][0], self._release, key)
+
+    def _release(self, key: tuple[str, str]) -> None:
+        """Send every queued frame of ``key`` that is due; re-arm for the next one."""
+        queue = self._delayed.get(key)
+        if not queue:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time() + 1e-4  # timers may run a clock tick early
+        while queue and queue[0][0] <= now:
+            _, data, address = queue.popleft()
+            if self.transport is not None:
+                self.transport.sendto(data, address)
+        if queue:
+            loop.call_at(queue[0][0], self._release, key)
+        else:
+            del self._delayed[key]
 
     def _attach(self, nap_id: str, addr: tuple[str, int]) -> None:
         node = self.topology().nodes.get(nap_id)

@@ -23,6 +23,8 @@ class Delivery:
     rejected: set[str] = field(default_factory=set)
     links: list[str] = field(default_factory=list)
     dropped_hop_limit: int = 0
+    #: Sum of the configured latencies (seconds) of the links on the path to each NAP reached.
+    latency_s: dict[str, float] = field(default_factory=dict)
 
 
 class Fabric:
@@ -56,12 +58,14 @@ class Fabric:
         start = self.nap_port(source_nap)
         if start is None:
             return result
-        result.links.append(self.wiring[start][2])
-        queue = deque([(start[0], start[1], hop_limit)])
+        first = self.wiring[start][2]
+        result.links.append(first)
+        queue = deque([(start[0], start[1], hop_limit, self.topo.links[first].latency_s)])
         while queue:
-            node, in_port, hops = queue.popleft()
+            node, in_port, hops, latency = queue.popleft()
             kind = self.topo.nodes[node].kind
             if kind == "nap":
+                result.latency_s.setdefault(node, latency)
                 if fidlib.delivers(fid, self.ilids[table].get(node, 0)):
                     result.accepted.add(node)
                 else:
@@ -75,5 +79,5 @@ class Fabric:
                 if far is None:
                     continue
                 result.links.append(far[2])
-                queue.append((far[0], far[1], hops - 1))
+                queue.append((far[0], far[1], hops - 1, latency + self.topo.links[far[2]].latency_s))
         return result
