@@ -1,6 +1,7 @@
 """The ``flame`` command: run the control plane and talk to it.
 
 flame up [--config FILE] [--set K=V ...] [--services pce,clmc] [--log-level pce=debug,...]
+flame demo [--quick] [--services N] [--fabric ovs] [--json FILE] [--report FILE] [--follow]
 flame status [--config FILE] [--timeout S]
 flame bench AREA [--quick] [--json FILE]
 flame validate TEMPLATE
@@ -17,11 +18,11 @@ from collections.abc import Sequence
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``flame`` (subcommands register themselves here)."""
-    from flame_control.cli import bench, certs, status, token, up, validate
+    from flame_control.cli import bench, certs, demo, status, token, up, validate
 
     parser = argparse.ArgumentParser(prog="flame", description="FLAME control plane")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (up, status, bench, validate, token, certs):
+    for module in (up, demo, status, bench, validate, token, certs):
         module.register(sub)
     return parser
 
