@@ -266,7 +266,7 @@ class Lifecycle:
     async def _apply(
         self, rec: ServiceRecord, specs: list[sfemc_pb2.EndpointSpec], policies: list[sfemc_pb2.SurrogatePolicy]
     ) -> None:
-        await sfemc_pb2_grpc.SfemcServiceStub(self.sfemc()).ApplyEndpoints(
+        resp = await sfemc_pb2_grpc.SfemcServiceStub(self.sfemc()).ApplyEndpoints(
             sfemc_pb2.ApplyEndpointsRequest(
                 request_id=uuid.uuid4().hex,
                 media_service=rec.name,
@@ -276,6 +276,11 @@ class Lifecycle:
             ),
             timeout=10,
         )
+        # The answer carries the new desired states: take them now, so the status never reads RUNNING from the
+        # previous generation's view while the watch catches up.
+        by_id = self.endpoints.setdefault(rec.name, {})
+        for e in resp.endpoints:
+            by_id[e.id] = e
 
     async def _define_kpis(self, rec: ServiceRecord, tpl: ServiceTemplate) -> None:
         stub = clmc_pb2_grpc.ClmcServiceStub(self.clmc())

@@ -28,6 +28,7 @@ from flame_control.clmc_events import ConfigEventPublisher, config_event
 from flame_control.sfemc import states
 from flame_control.sfemc.actuator import Actuator, StepFailed
 from flame_control.sfemc.endpoints import EndpointRecord, EndpointTable
+from flame_control.vim.ports import accepts
 
 log = logging.getLogger("flame.sfemc.controller")
 
@@ -35,6 +36,12 @@ UNPLACED = common_pb2.ENDPOINT_STATE_UNPLACED
 FAILED = common_pb2.ENDPOINT_STATE_FAILED
 BOOTED = common_pb2.ENDPOINT_STATE_BOOTED
 CONNECTED = common_pb2.ENDPOINT_STATE_CONNECTED
+
+
+def answers(address: str) -> bool:
+    """Does something accept TCP connections at ``host:port``?"""
+    host, _, port = address.rpartition(":")
+    return bool(host) and port.isdigit() and accepts(host, int(port))
 
 
 def state_name(state: int) -> str:
@@ -313,17 +320,19 @@ class Controller:
             try:
                 ok, detail = await self.actuator.running(rec)
             except StepFailed as exc:
-                log.warning("health check of %s failed: %s", rec.id, exc)
-                continue
+                # The VIM cannot tell (daemon or API down): ask the endpoint itself. An endpoint that still answers
+                # keeps serving; one that does not is no longer shown as running.
+                if await asyncio.to_thread(answers, rec.address):
+                    log.warning("VIM of %s unreachable, endpoint still answers: %s", rec.id, exc)
+                    continue
+                ok, detail = False, f"VIM unreachable ({exc}) and the endpoint does not answer"
             if ok and rec.state == CONNECTED:
                 try:
                     if not await self.actuator.registered(rec):
                         # The PCE lost it (restarted, or the NAP went away): connect again.
                         rec.resume_from = BOOTED
-                        self.transition(
-                            rec, FAILED, "registration lost at the PCE", model_pb2.FAILURE_CATEGORY_CONNECTIVITY
-                        )
                         rec.last_error = "registration lost at the PCE"
+                        self.transition(rec, FAILED, rec.last_error, model_pb2.FAILURE_CATEGORY_CONNECTIVITY)
                 except StepFailed as exc:
                     log.warning("registration check of %s failed: %s", rec.id, exc)
                 continue

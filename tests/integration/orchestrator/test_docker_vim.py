@@ -333,11 +333,6 @@ def test_orch6_daemon_stopped_under_a_running_service_converges_when_it_is_back(
     assert registered_naps(cp) == {"nap-dc"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SFEMC health check only logs a VIM control-plane error (controller._health_check): with dockerd down "
-    "the origin's container is gone and its NAP answers 502, yet the endpoint stays CONNECTED and the service RUNNING",
-)
 def test_orch6_service_is_not_shown_running_while_its_docker_daemon_is_down(
     docker_cp: ControlPlane, docker_env: DockerMedia, image: str
 ) -> None:

@@ -106,6 +106,7 @@ def cp(procs: ProcessGroup) -> Iterator[ControlPlane]:
     try:
         # The catalogue is applied at start (services.orchestrator.catalogue_file).
         wait("catalogue applied", lambda: cp_sites(plane) == 3)
+        wait("topology at the PCE", lambda: plane.pce.GetTopology(pce_pb2.GetTopologyRequest(), timeout=5).version)
         yield plane
     finally:
         # Endpoint instances outlive their controller on purpose (adoption after a crash): remove them here.
