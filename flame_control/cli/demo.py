@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         if reason:
             print(f"flame demo --fabric ovs: {reason}", file=sys.stderr)
             return 2
-        backend = OvsBackend()  # type: ignore[assignment]
+        backend = OvsBackend()
     else:
         backend = EmulatedBackend(link_latency=not args.no_link_latency)
     opts = Options(

@@ -35,6 +35,9 @@ class Backend(Protocol):
     def control_plane_started(self) -> None:
         """Called once the PCE listens (OVS: point the bridges at its OpenFlow port)."""
 
+    def describe(self) -> dict[str, Any]:
+        """What the fabric is made of (for the summary)."""
+
     def close(self) -> None:
         """Remove everything :meth:`prepare` made."""
 
@@ -65,6 +68,9 @@ class EmulatedBackend:
 
     def control_plane_started(self) -> None:
         return None
+
+    def describe(self) -> dict[str, Any]:
+        return {"udp_port": self.port, "link_latency": self.link_latency}
 
     def close(self) -> None:
         return None

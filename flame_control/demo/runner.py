@@ -1,10 +1,7 @@
-"""Runs ``flame demo``: NAP agents and the control plane as child processes, the scenario's phases against them over
-gRPC, simulated players through the NAPs, and a cleanup that leaves nothing running (by PID), also on Ctrl-C, SIGTERM
-or the crash of one component.
-
-Order (as tests/support/control_plane.py does for the integration tests): the multicast origin, the six NAP agents
-(their admin ports go into the SFEMC's config), then ``flame up`` (orchestrator, SFEMC, PCE, CLMC in one process) with
-the packaged Figure 25 catalogue applied at start. Phases and what they record are in :mod:`.scenario`.
+"""Runs ``flame demo``: the scenario's phases against the platform (:mod:`.platform`: NAP agents and the control plane
+as child processes) over gRPC, simulated players through the NAPs (:mod:`.clients`), and a cleanup that leaves nothing
+running (by PID), also on Ctrl-C, SIGTERM or the crash of one component (a watchdog cancels the scenario when a child
+exits that nobody stopped). Phases and what they record are in :mod:`.scenario`.
 """
 
 from __future__ import annotations
@@ -13,32 +10,31 @@ import asyncio
 import contextlib
 import json
 import signal
-import sys
 import tempfile
 import threading
 import time
 import traceback
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 
-from flame_control.api.flame.clmc.v1 import clmc_pb2, clmc_pb2_grpc, kpi_pb2
+from flame_control.api.flame.clmc.v1 import clmc_pb2, kpi_pb2
 from flame_control.api.flame.common.v1 import common_pb2
 from flame_control.api.flame.orchestrator.v1 import orchestrator_pb2 as O
-from flame_control.api.flame.orchestrator.v1 import orchestrator_pb2_grpc
-from flame_control.api.flame.sfemc.v1 import sfemc_pb2, sfemc_pb2_grpc
+from flame_control.api.flame.sfemc.v1 import sfemc_pb2
+from flame_control.demo import multicast
 from flame_control.demo import scenario as sc
-from flame_control.demo.clients import Attachment, Player, fetch_once
+from flame_control.demo.clients import Player, fetch_once
 from flame_control.demo.fabrics import Backend
-from flame_control.demo.procs import Proc, ProcessGroup, StartError, free_port, kill_pid, pid_alive, port_open
+from flame_control.demo.platform import Platform
+from flame_control.demo.procs import StartError, kill_pid, pid_alive
 from flame_control.demo.view import LiveState, View
 from flame_control.vim.media_server import expected_segment
 
-KEYS = ("orchestrator", "sfemc", "pce", "clmc")
 CONFIG_EVENT = "config_event"  # clmc.ingest.CONFIG_EVENT_MEASUREMENT
 
 
@@ -67,35 +63,6 @@ class Options:
     screenshot: Path | None = None
 
 
-@dataclass
-class Nap:
-    """A NAP agent process."""
-
-    nap_id: str
-    proc: Proc
-    status_path: Path
-    admin_port: int
-    netns: str
-    http_port: int = 0
-
-    def status(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self.status_path.read_text())
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
-
-
-@dataclass
-class Stubs:
-    """gRPC stubs of the control plane."""
-
-    channels: list[grpc.Channel] = field(default_factory=list)
-    orchestrator: Any = None
-    sfemc: Any = None
-    clmc: Any = None
-
-
 class Demo:
     """One run of the scenario."""
 
@@ -106,7 +73,8 @@ class Demo:
         self._tmp = None if opts.state_dir else tempfile.mkdtemp(prefix="flame-demo-")
         self.state = Path(opts.state_dir or self._tmp or ".").resolve()
         self.state.mkdir(parents=True, exist_ok=True)
-        self.group = ProcessGroup(self.state / "logs")
+        self.platform = Platform(backend, self.state)
+        self.group = self.platform.group
         self.epoch = time.monotonic()
         self.wall0 = time.time()
         self.facts = sc.Facts(
@@ -114,15 +82,10 @@ class Demo:
         )
         self.facts.state_dir = str(self.state)
         self.phases = {p.name: p for p in self.facts.phases}
-        self.ports = {k: free_port() for k in KEYS}
-        self.dashboard_port = free_port()
-        self.naps: dict[str, Nap] = {}
-        self.stubs = Stubs()
         self.players: list[Player] = []
         self.endpoints: dict[str, sfemc_pb2.Endpoint] = {}
         self.seen_states: dict[str, list[str]] = {}
         self.vim_pids: dict[int, str] = {}
-        self.control: Proc | None = None
         self.crash: list[dict[str, Any]] = []
         self.following = False
         self._kpi_call: Any = None
@@ -205,14 +168,16 @@ class Demo:
     # -- scenario -------------------------------------------------------------------------------------------------
     async def _scenario(self) -> None:
         async with self.phase("start") as p:
-            await asyncio.to_thread(self._start_processes)
+            await asyncio.to_thread(self.platform.start)
             self._tasks.append(asyncio.create_task(self._watchdog()))
             self._tasks.append(asyncio.create_task(self._poll_endpoints()))
             self._tasks.append(asyncio.create_task(self._refresh_view()))
             self._subscribe_kpis()
-            await self.wait("the catalogue applied (3 sites)", self._catalogue_applied, 60, 0.2)
-            p.detail = f"{len(self.naps)} NAP agents, control plane, {self.backend.kind} fabric"
-        self.facts.dashboard_url = f"http://127.0.0.1:{self.dashboard_port}/"
+            await self.wait("the catalogue applied (3 sites)", self.platform.catalogue_applied, 60, 0.2)
+            if self.backend.kind != "emulated":
+                await self.wait("all switches connected to the PCE", self.platform.switches_connected, 60, 0.2)
+            p.detail = f"{len(self.platform.naps)} NAP agents, control plane, {self.backend.kind} fabric"
+        self.facts.dashboard_url = f"http://127.0.0.1:{self.platform.dashboard_port}/"
         self.view.event(f"CLMC dashboard: {self.facts.dashboard_url}")
         async with self.phase("deploy") as p:
             await self._deploy()
@@ -242,97 +207,6 @@ class Demo:
     def _main_edge_samples(self) -> list[sc.Sample]:
         return [s for s in self.facts.samples if s.service == sc.MAIN and s.nap == sc.SURGE_NAP]
 
-    # -- processes ------------------------------------------------------------------------------------------------
-    def _start_processes(self) -> None:
-        self.backend.prepare(self.group, self.state)
-        origin_port = free_port()
-        netns = self.backend.netns_of(sc.MULTICAST_NAP)
-        argv = [sys.executable, "-m", "flame_control.vim.media_server", "--port", str(origin_port)]
-        argv = self.backend.argv_in(sc.MULTICAST_NAP, [*argv, "--name", "live/origin"])
-        self.group.start("multicast-origin", argv, ready=lambda: self._listening(netns, origin_port), timeout=20)
-        work = self.state / "naps"
-        pending = []
-        for nap_id in sc.ALL_NAPS:
-            d = work / nap_id
-            d.mkdir(parents=True, exist_ok=True)
-            status = d / "status.json"
-            status.unlink(missing_ok=True)
-            settings: dict[str, Any] = {
-                "nap_id": nap_id,
-                "pce_endpoints": [f"127.0.0.1:{self.ports['pce']}"],
-                "http_listen": "127.0.0.1:0",
-                "clmc_endpoint": f"127.0.0.1:{self.ports['clmc']}",
-                "report_interval_s": 1.0,
-                "status_file": str(status),
-                **self.backend.nap_settings(nap_id),
-            }
-            if nap_id == sc.MULTICAST_NAP:
-                settings["local_services"] = [{"fqdn": sc.MULTICAST_FQDN, "endpoint": f"127.0.0.1:{origin_port}"}]
-                settings["coalesce_window_s"] = sc.MULTICAST_COALESCE_S
-            admin = free_port()
-            config = {"listen": {"ports": {"nap": admin}}, "services": {"nap": settings}}
-            (d / "config.json").write_text(json.dumps(config, indent=2))
-            argv = [sys.executable, "-m", "nap_agent.cli", "--config", str(d / "config.json")]
-            proc = self.group.start(f"nap-{nap_id}", [*argv, "--state-dir", str(d / "state")])
-            nap = Nap(nap_id, proc, status, admin, self.backend.netns_of(nap_id))
-            self.naps[nap_id] = nap
-            pending.append(nap)
-        for nap in pending:
-            self.group.wait_ready(nap.proc, nap.status_path.exists, 30)
-            nap.http_port = int(nap.status().get("http_port") or 0)
-        self._start_control_plane()
-
-    def _listening(self, netns: str, port: int) -> bool:
-        if not netns:
-            return port_open(port)
-        from flame_control.demo.ovs import port_open_in
-
-        return port_open_in(netns, port)
-
-    def _start_control_plane(self) -> None:
-        cp = self.state / "control-plane"
-        cp.mkdir(parents=True, exist_ok=True)
-        config = {
-            "state_dir": str(cp / "state"),
-            "listen": {"ports": self.ports},
-            "services": {
-                "pce": self.backend.pce_settings(),
-                "sfemc": {
-                    "nap_admin": {n: f"127.0.0.1:{nap.admin_port}" for n, nap in self.naps.items()},
-                    "vims": {"process": {}},
-                    "health_interval_s": 0.5,
-                },
-                "orchestrator": {"catalogue_file": str(self._catalogue_path())},
-                "clmc": {"dashboard_port": self.dashboard_port},
-            },
-        }
-        path = cp / "config.json"
-        path.write_text(json.dumps(config, indent=2))
-        argv = [sys.executable, "-m", "flame_control.cli.main", "up", "--config", str(path)]
-        ports = list(self.ports.values())
-        self.control = self.group.start(
-            "flame-up", argv, {"PYTHONUNBUFFERED": "1"}, ready=lambda: all(port_open(p) for p in ports), timeout=60
-        )
-        self.backend.control_plane_started()
-        for key in ("orchestrator", "sfemc", "clmc"):
-            self.stubs.channels.append(grpc.insecure_channel(f"127.0.0.1:{self.ports[key]}"))
-        o, s, c = self.stubs.channels
-        self.stubs.orchestrator = orchestrator_pb2_grpc.OrchestratorServiceStub(o)
-        self.stubs.sfemc = sfemc_pb2_grpc.SfemcServiceStub(s)
-        self.stubs.clmc = clmc_pb2_grpc.ClmcServiceStub(c)
-
-    def _catalogue_path(self) -> Path:
-        path = self.state / "flame-integration.yaml"
-        path.write_text(sc.packaged("flame-integration.yaml"))
-        return path
-
-    def _catalogue_applied(self) -> bool:
-        try:
-            infra = self.stubs.orchestrator.GetInfrastructure(O.GetInfrastructureRequest(), timeout=2)
-        except grpc.RpcError:
-            return False
-        return len(infra.sites) == 3
-
     async def _watchdog(self) -> None:
         while True:
             await asyncio.sleep(0.3)
@@ -353,7 +227,7 @@ class Demo:
         while True:
             try:
                 resp = await asyncio.to_thread(
-                    self.stubs.sfemc.ListEndpoints, sfemc_pb2.ListEndpointsRequest(), timeout=3
+                    self.platform.stubs.sfemc.ListEndpoints, sfemc_pb2.ListEndpointsRequest(), timeout=3
                 )
             except grpc.RpcError:
                 await asyncio.sleep(0.5)
@@ -379,7 +253,7 @@ class Demo:
 
     def _subscribe_kpis(self) -> None:
         loop = asyncio.get_running_loop()
-        call = self.stubs.clmc.SubscribeKpiEvents(clmc_pb2.SubscribeKpiEventsRequest())
+        call = self.platform.stubs.clmc.SubscribeKpiEvents(clmc_pb2.SubscribeKpiEventsRequest())
         self._kpi_call = call
 
         def consume() -> None:
@@ -422,12 +296,6 @@ class Demo:
         )
 
     # -- deploy ---------------------------------------------------------------------------------------------------
-    def attachment(self, nap_id: str) -> Attachment | None:
-        nap = self.naps.get(nap_id)
-        if nap is None or not nap.http_port:
-            return None
-        return Attachment(nap_id, "127.0.0.1", nap.http_port, nap.netns)
-
     async def _deploy(self) -> None:
         base = sc.packaged("vod.yaml")
         t = self.timing
@@ -435,7 +303,7 @@ class Demo:
             text = sc.demo_template(base, svc, t.kpi_window_s, t.cooldown_s)
             self.facts.provisioning[svc] = {"submitted_s": round(self.now(), 3)}
             req = O.DeployMediaServiceRequest(request_id=uuid.uuid4().hex, template=text)
-            await asyncio.to_thread(self.stubs.orchestrator.DeployMediaService, req, timeout=30)
+            await asyncio.to_thread(self.platform.stubs.orchestrator.DeployMediaService, req, timeout=30)
         self.view.event(f"deployed {', '.join(self.services)}; waiting for RUNNING")
 
         async def one(svc: str) -> None:
@@ -450,14 +318,14 @@ class Demo:
 
     def _running(self, svc: str) -> bool:
         try:
-            ms = self.stubs.orchestrator.GetMediaService(O.GetMediaServiceRequest(name=svc), timeout=3).service
+            ms = self.platform.stubs.orchestrator.GetMediaService(O.GetMediaServiceRequest(name=svc), timeout=3).service
         except grpc.RpcError:
             return False
         return bool(ms.status == O.SERVICE_STATUS_RUNNING)
 
     async def _probe(self, svc: str, nap: str, prov: dict[str, float], first: bool) -> None:
         """GET through ``nap`` until a byte-exact 200 (routes reach the client NAP right after registration)."""
-        att = self.attachment(nap)
+        att = self.platform.attachment(nap)
         assert att is not None, nap
         asset = sc.asset_of(svc)
         deadline = time.monotonic() + 30
@@ -476,8 +344,8 @@ class Demo:
 
     async def _probe_multicast(self) -> None:
         expected = expected_segment("live", 0)
-        for nap in self._multicast_client_naps():
-            att = self.attachment(nap)
+        for nap in [n for n in multicast.CLIENT_NAPS if self.platform.alive(n)]:
+            att = self.platform.attachment(nap)
             assert att is not None
             deadline = time.monotonic() + 30
             while not (await fetch_once(att, sc.MULTICAST_FQDN, "/vod/live/seg0.ts", expected, "probe"))[0]:
@@ -490,7 +358,9 @@ class Demo:
         self.facts.samples.append(sample)
 
     def _player(self, name: str, svc: str, nap: str, rate: float) -> Player:
-        p = Player(name, svc, sc.fqdn_of(svc), sc.asset_of(svc), nap, self.attachment, rate, self._sink, self.epoch)
+        p = Player(
+            name, svc, sc.fqdn_of(svc), sc.asset_of(svc), nap, self.platform.attachment, rate, self._sink, self.epoch
+        )
         self.players.append(p)
         p.start()
         return p
@@ -500,11 +370,8 @@ class Demo:
         for svc in self.services:
             naps = sc.ACCESS_NAPS if svc == sc.MAIN else sc.ACCESS_NAPS[:2]
             for nap in naps:
-                if self._alive_nap(nap):
+                if self.platform.alive(nap):
                     self._player(f"{svc}@{nap}", svc, nap, rate)
-
-    def _alive_nap(self, nap: str) -> bool:
-        return nap in self.naps and self.naps[nap].proc.running()
 
     async def _stop_players(self, players: list[Player] | None = None) -> None:
         chosen = list(self.players) if players is None else players
@@ -526,7 +393,7 @@ class Demo:
 
     async def _kill_later(self, nap_id: str, at: float) -> None:
         await asyncio.sleep(max(0.0, self.facts.marks["traffic_start"] + at - self.now()))
-        nap = self.naps.get(nap_id)
+        nap = self.platform.naps.get(nap_id)
         if nap is None:
             self.view.event(f"--kill-nap {nap_id}: no such NAP")
             return
@@ -601,7 +468,9 @@ class Demo:
             reached: list[str] = []
             with contextlib.suppress(grpc.RpcError):
                 q = clmc_pb2.QueryRequest(measurement=CONFIG_EVENT, tags={"flame_sfe": ep})
-                points = sorted(self.stubs.clmc.Query(q, timeout=5).points, key=lambda pt: pt.time.ToNanoseconds())
+                points = sorted(
+                    self.platform.stubs.clmc.Query(q, timeout=5).points, key=lambda pt: pt.time.ToNanoseconds()
+                )
                 for point in points:
                     name = point.tags.get("to_state", "").removeprefix("ENDPOINT_STATE_").lower()
                     if name and (not reached or reached[-1] != name):
@@ -612,53 +481,15 @@ class Demo:
             self.facts.states_reached[ep] = reached
 
     # -- multicast (F3.5) -----------------------------------------------------------------------------------------
-    def _multicast_client_naps(self) -> list[str]:
-        naps = ("nap-edge-a2", "nap-edge-b2", "nap-edge-a1", "nap-edge-b1", "nap-dc")
-        return [n for n in naps if self._alive_nap(n)]
-
-    async def _server_bytes(self) -> int:
-        await asyncio.sleep(0.7)  # the agent refreshes its status file every 0.5 s
-        return int(self.naps[sc.MULTICAST_NAP].status().get("bytes_sent", 0))
-
     async def _multicast(self, p: sc.Phase) -> None:
         t = self.timing
-        size = t.multicast_size
-        naps = self._multicast_client_naps()
-        path = f"/vod/live/seg{{n}}.ts?size={size}"
-
-        async def burst(n: int, seg: int) -> tuple[int, list[tuple[bool, str, float]]]:
-            expected = expected_segment("live", seg, size)
-            before = await self._server_bytes()
-            jobs = []
-            for i in range(n):
-                att = self.attachment(naps[i % len(naps)])
-                assert att is not None
-                jobs.append(fetch_once(att, sc.MULTICAST_FQDN, path.format(n=seg), expected, f"mc{i}"))
-            results = await asyncio.gather(*jobs)
-            return await self._server_bytes() - before, list(results)
-
-        one, r1 = await burst(1, 100)
-        many, rn = await burst(t.multicast_clients, 101)
-        bad = [r for r in r1 + rn if not r[0]]
-        mc_responses = int(self.naps[sc.MULTICAST_NAP].status().get("multicast_responses", 0))
-        self.facts.multicast = {
-            "server_nap": sc.MULTICAST_NAP,
-            "fqdn": sc.MULTICAST_FQDN,
-            "client_naps": naps,
-            "clients": t.multicast_clients,
-            "size": size,
-            "coalesce_window_s": sc.MULTICAST_COALESCE_S,
-            "bytes_one": one,
-            "bytes_n": many,
-            "failed": len(bad),
-            "multicast_responses": mc_responses,
-        }
-        if bad:
-            raise DemoFailure(f"{len(bad)} multicast fetches failed: {bad[:3]}")
-        gain = t.multicast_clients * one / many if many else 0.0
+        mc = self.facts.multicast = await multicast.measure(self.platform, t.multicast_clients, t.multicast_size)
+        if mc["failed"]:
+            raise DemoFailure(f"{mc['failed']} multicast fetches failed: {mc['failures']}")
+        gain = mc["clients"] * mc["bytes_one"] / mc["bytes_n"] if mc["bytes_n"] else 0.0
         p.detail = (
-            f"{t.multicast_clients} viewers of one {size >> 10} KiB segment: {many} bytes from {sc.MULTICAST_NAP} "
-            f"vs {one} for one viewer ({gain:.1f}x gain)"
+            f"{mc['clients']} viewers of one {mc['size'] >> 10} KiB segment: {mc['bytes_n']} bytes from "
+            f"{mc['server_nap']} vs {mc['bytes_one']} for one viewer ({gain:.1f}x gain)"
         )
 
     # -- screenshot (docs) ----------------------------------------------------------------------------------------
@@ -684,16 +515,16 @@ class Demo:
                 task.cancel()
             if self._kpi_call is not None:
                 self._kpi_call.cancel()
-            deleted = await asyncio.to_thread(self._delete_services)
-            for ch in self.stubs.channels:
-                ch.close()
+            deleted = await asyncio.to_thread(self.platform.delete_services)
+            self.platform.stubs.close()
             # NAP agents first (their PCE sessions and CLMC streams would hold up the control plane's graceful stop).
-            others = [pr for pr in self.group.procs if pr is not self.control]
+            others = [pr for pr in self.group.procs if pr is not self.platform.control]
             await asyncio.to_thread(self.group.stop_many, others)
             await asyncio.to_thread(self.group.stop_all)
             strays = [pid for pid in self.vim_pids if pid_alive(pid)]
             for pid in strays:
                 await asyncio.to_thread(kill_pid, pid)
+            self.facts.fabric_info = self.backend.describe()
             await asyncio.to_thread(self.backend.close)
             self.facts.started = [{"name": pr.name, "pid": pr.pid} for pr in self.group.procs] + [
                 {"name": f"endpoint {iid} (process VIM)", "pid": pid} for pid, iid in self.vim_pids.items()
@@ -707,29 +538,6 @@ class Demo:
             )
             if left:
                 raise DemoFailure(f"left running: {left}")
-
-    def _delete_services(self) -> str:
-        if self.stubs.orchestrator is None or self.control is None or not self.control.running():
-            return "control plane not running: services not deleted"
-        names: list[str] = []
-        with contextlib.suppress(grpc.RpcError):
-            listed = self.stubs.orchestrator.ListMediaServices(O.ListMediaServicesRequest(), timeout=5)
-            names = [s.name for s in listed.services]
-        for name in names:
-            with contextlib.suppress(grpc.RpcError):
-                self.stubs.orchestrator.DeleteMediaService(
-                    O.DeleteMediaServiceRequest(request_id=uuid.uuid4().hex, name=name), timeout=10
-                )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                left = self.stubs.orchestrator.ListMediaServices(O.ListMediaServicesRequest(), timeout=5).services
-            except grpc.RpcError:
-                break
-            if not left:
-                return f"{len(names)} media services deleted"
-            time.sleep(0.2)
-        return f"media services not all deleted within 30 s ({len(names)} asked)"
 
 
 async def run_demo(opts: Options, backend: Backend, view: View) -> dict[str, Any]:

@@ -286,6 +286,8 @@ class Facts:
     error: str = ""
     interrupted: bool = False
     link_latency: bool = False
+    #: What the fabric backend made (OVS: bridges, namespaces, interfaces).
+    fabric_info: dict[str, Any] = field(default_factory=dict)
 
 
 def _mark_delta(marks: Mapping[str, float], a: str, b: str) -> float | None:
@@ -303,7 +305,8 @@ def build_summary(f: Facts) -> dict[str, Any]:
     m = f.marks
     main_edge = [s for s in samples if s.service == MAIN and s.nap == SURGE_NAP and s.kind == "segment"]
     edge_id, origin_id = f"{MAIN}/{EDGE_NODE}", f"{MAIN}/{ORIGIN_NODE}"
-    before = between(main_edge, m.get("traffic_start"), m.get("edge_connected"))
+    # The edge surrogate is routable a moment before the SFEMC marks it connected: "before" ends at the breach.
+    before = between(main_edge, m.get("traffic_start"), m.get("kpi_fired"))
     with_edge = between(main_edge, m.get("edge_first_served"), m.get("kpi_cleared"))
     after = between(main_edge, m.get("edge_placed"), m.get("calm_end"))
     ok_samples = [s for s in samples if s.ok]
@@ -313,6 +316,7 @@ def build_summary(f: Facts) -> dict[str, Any]:
         "ok": False,
         "fabric": f.fabric,
         "link_latency_emulated": f.link_latency,
+        "fabric_info": f.fabric_info,
         "services": f.services,
         "state_dir": f.state_dir,
         "dashboard_url": f.dashboard_url,

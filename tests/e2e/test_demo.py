@@ -154,7 +154,7 @@ def test_demo_on_open_vswitch(tmp_path: Path) -> None:
     assert summary["fabric"] == "ovs"
     assert_scenario(summary)
     assert_nothing_left(summary, tmp_path / "state")
-    ovs = summary["ovs"]
+    ovs = summary["fabric_info"]
     assert ovs["bridges"] and ovs["namespaces"]
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
