@@ -384,3 +384,32 @@ def test_vim_step_timeout_is_a_timeout_failure_and_cleans_up(procs: ProcessGroup
         vim = vim_of(plane)
         for inst in vim.list():
             vim.delete(inst.instance_id)
+
+
+def test_sfemc3_metric_trigger_polled_from_the_clmc_connects_edge_b_and_endpoint_config_is_reported(
+    cp: ControlPlane,
+) -> None:
+    """SFEMC-3: a metric trigger (p95 of nap_http.latency_ms at nap-edge-b2 over 30 s > 40) that the SFEMC evaluates
+    itself by querying the CLMC's Aggregate connects edge_b; the CLMC holds endpoint_config points (<state>_sum,
+    <state>_mst, current_state) derived from the SFEMC's transitions (CLMC-4, SFEMC-5)."""
+    deploy(cp, VOD.read_text())
+    wait("vod running", lambda: running(cp), 60)
+    m = model_pb2.Measurement(name="nap_http", tags={"flame_location": "nap-edge-b2", "fqdn": FQDN})
+    m.time.FromNanoseconds(time.time_ns())
+    m.fields["requests"].int_value = 5
+    m.fields["latency_ms"].double_value = 80.0
+
+    def one() -> Iterator[clmc_pb2.PublishMeasurementsRequest]:
+        yield clmc_pb2.PublishMeasurementsRequest(request_id=uuid.uuid4().hex, points=[m])
+
+    cp.clmc.PublishMeasurements(one(), timeout=5)
+    wait("edge_b connected", lambda: endpoints(cp)["edge_b"].state == CONNECTED, 30)
+    assert endpoints(cp)["edge_a"].state == PLACED
+    assert registered_naps(cp) == {"nap-dc", "nap-edge-b1"}
+    points = cp.clmc.Query(
+        clmc_pb2.QueryRequest(measurement="endpoint_config", tags={"flame_sfe": "vod/edge_b"}), timeout=5
+    ).points
+    assert points, "no endpoint_config points"
+    last = points[-1]
+    assert last.fields["current_state"].string_value == "connected"
+    assert last.fields["placed_sum"].double_value > 0 and "booted_mst" in last.fields
