@@ -8,6 +8,7 @@ os-ken driver) are not reported.
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import random
 import statistics
@@ -151,6 +152,7 @@ def reconverge_figure(repeats: int) -> Figure:
             if topo.nodes[topo.links[lid].a[0]].kind == "switch" and topo.nodes[topo.links[lid].b[0]].kind == "switch"
         }
         victim = max(usage, key=lambda k: usage[k])
+        gc.collect()  # the setup's garbage is not charged to the event
         t = time.perf_counter()
         affected = core.set_link_state(victim, up=False)
         for nap in affected:
@@ -159,7 +161,7 @@ def reconverge_figure(repeats: int) -> Figure:
             convert.snapshot(version, core.views[nap]).SerializeToString()
         samples.append((time.perf_counter() - t) * 1000)
         affected_counts.append(len(affected))
-    cond = f"{len(topo.naps())} NAPs, 100 switches, 3 server NAPs, busiest transit link failed; {int(statistics.median(affected_counts))} NAPs affected (median); in-process, no network"
+    cond = f"{len(topo.naps())} NAPs, 100 switches, 3 server NAPs, busiest transit link failed; {int(statistics.median(affected_counts))} NAPs affected (median); in-process, no network; cyclic GC collected after setup, median of {repeats}"
     return Figure("reconverge_ms_1k_naps", statistics.median(samples), "ms", None, "< 100", cond)
 
 
