@@ -58,7 +58,7 @@ def tests_by_feature(ids: set[str]) -> dict[str, list[str]]:
         for node in ast.walk(tree):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith("test"):
                 named = _ids_in(node.name, ids) | _ids_in(ast.get_docstring(node) or "", ids)
-                for fid in named or module_ids:
+                for fid in named | module_ids:
                     out[fid].append(f"{rel}::{node.name}")
     return out
 

@@ -1,4 +1,4 @@
-"""Backend contract (CLMC-10, CLMC-11, CLMC-16): the same assertions against the embedded SQLite store and a real
+"""Backend contract (CLMC-9 store, CLMC-10, CLMC-11, CLMC-16): the same assertions against the embedded SQLite store and a real
 private influxd. Point identity dedup, typed fields, tag/time filters, aggregations, deletes that really delete."""
 
 from __future__ import annotations

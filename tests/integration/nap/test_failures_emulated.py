@@ -1,4 +1,4 @@
-"""Failures under load on the emulated fabric, no root (issue 4 proof; SFR-13):
+"""Failures under load on the emulated fabric, no root (issue 4 proof; SFR-13, SFR-20 PCE failure):
 
 - a link on the path fails (PCE `UpdateLinkState` over gRPC) in the middle of a 20 MB download through two NAPs: the PCE
   pushes new FIDs, the transport resends on the alternate path and the client gets every byte, exactly;

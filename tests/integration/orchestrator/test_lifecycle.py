@@ -162,7 +162,7 @@ def test_orch3_orch4_sfemc5_vod_runs_origin_connected_edges_placed_and_serves_by
 def test_sfemc3_sfemc4_kpi_event_connects_the_edge_surrogate_and_traffic_moves_there(cp: ControlPlane) -> None:
     """SFEMC-3/SFEMC-4: the template's KPI fires at the CLMC, the SFEMC connects edge_a, and requests at nap-edge-a2
     (the access NAP beside it) are then served by it (in-session switching on one kept-alive connection, SFR-14);
-    every transition is a CLMC-4 config event."""
+    every transition is a CLMC-4 config event, endpoint events with their site's geolocation (CLMC-5)."""
     deploy(cp, VOD.read_text())
     wait("vod running", lambda: running(cp), 60)
     port = cp.naps["nap-edge-a2"].http_port
@@ -195,6 +195,11 @@ def test_sfemc3_sfemc4_kpi_event_connects_the_edge_surrogate_and_traffic_moves_t
     states = [p.tags.get("to_state", "").removeprefix("ENDPOINT_STATE_").lower() for p in events]
     for state in ("placing", "placed", "booting", "booted", "connecting", "connected"):
         assert state in states, states
+    assert all(p.fields["latitude"].double_value for p in events)  # CLMC-5: SF endpoint events carry geolocation
+    service_events = cp.clmc.Query(
+        clmc_pb2.QueryRequest(measurement=CONFIG_EVENT_MEASUREMENT, tags={"subject_kind": "media_service"}), timeout=5
+    ).points
+    assert {"deploy_requested", "running"} <= {p.tags.get("event") for p in service_events}  # CLMC-4
 
 
 def test_delete_leaves_no_process_registration_or_state(cp: ControlPlane) -> None:
