@@ -13,6 +13,7 @@ if git rev-parse -q --verify HEAD~1 >/dev/null 2>&1; then
 fi
 echo "== generated stubs current"; python scripts/gen_stubs.py --check
 echo "== API reference current"; python scripts/gen_api_docs.py --check
+echo "== feature index current"; python scripts/gen_feature_index.py --check
 echo "== ruff"; ruff check .
 echo "== mypy"; mypy flame_control pce nap_agent clmc
 echo "== pytest"
