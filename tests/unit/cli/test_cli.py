@@ -70,3 +70,24 @@ def test_certs_init_writes_a_pki_with_private_keys_0600(tmp_path: Path) -> None:
     key = tmp_path / "pki" / "server.key"
     assert key.exists() and (key.stat().st_mode & 0o777) == 0o600
     assert (tmp_path / "pki" / "ca.pem").read_text().startswith("-----BEGIN CERTIFICATE-----")
+
+
+def test_log_level_flag_sets_default_and_per_component_levels_over_config(tmp_path: Path) -> None:
+    """The roadmap asks for logging controllable by flags: `--log-level warning,pce=debug` beats the config file's
+    levels, per component, and a bad level is a clear usage error (exit 2)."""
+    import argparse
+    import logging
+
+    from flame_control.cli.common import add_config_options, load_from_args
+
+    config = tmp_path / "c.yaml"
+    config.write_text("logging: {level: info, levels: {clmc: error, pce: info}}\n")
+    parser = argparse.ArgumentParser()
+    add_config_options(parser)
+    load_from_args(parser.parse_args(["--config", str(config), "--log-level", "warning,pce=debug"]))
+    assert logging.getLogger("flame").level == logging.WARNING
+    assert logging.getLogger("flame.pce").level == logging.DEBUG
+    assert logging.getLogger("flame.clmc").level == logging.ERROR  # from the file, not overridden
+    with pytest.raises(SystemExit) as info:
+        load_from_args(parser.parse_args(["--log-level", "pce=loud"]))
+    assert info.value.code == 2
