@@ -1,6 +1,6 @@
-"""CLMC-6, CLMC-12, CLMC-18: dimensional abstractions configured by the operator (`services.clmc.dimensions`) are derived at ingest, so
-filters and Aggregate group-by work on them like on any tag; the mapping in force is in GetInformationModel; a bad
-configuration is refused with a clear message."""
+"""CLMC-6, CLMC-12, CLMC-18: dimensional abstractions configured by the operator (`services.clmc.dimensions`) are
+derived at ingest, so filters and Aggregate group-by work on them like on any tag; the mapping in force is in
+GetInformationModel; a bad configuration is refused with a clear message."""
 
 from __future__ import annotations
 

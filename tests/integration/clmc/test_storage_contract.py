@@ -1,5 +1,6 @@
-"""Backend contract (CLMC-9 store, CLMC-10, CLMC-11, CLMC-16): the same assertions against the embedded SQLite store and a real
-private influxd. Point identity dedup, typed fields, tag/time filters, aggregations, deletes that really delete."""
+"""Backend contract (CLMC-9 store, CLMC-10, CLMC-11, CLMC-16): the same assertions against the embedded SQLite store and
+a real private influxd. Point identity dedup, typed fields, tag/time filters, aggregations, deletes that really
+delete."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""NAP agents report to a real CLMC (gRPC, embedded store; CLMC-5 NAP lifecycle events with geolocation, CLMC-8): nap_http per FQDN (requests, mean latency, bytes, NAP
-errors) and nap_fabric counters, tagged with the NAP's location — the data the SFEMC's policies and the F3.2 service
-latency KPI read. A CLMC that is down loses nothing the NAP counted: points are kept and published when it is back."""
+"""NAP agents report to a real CLMC (gRPC, embedded store; CLMC-5 NAP lifecycle events with geolocation, CLMC-8):
+nap_http per FQDN (requests, mean latency, bytes, NAP errors) and nap_fabric counters, tagged with the NAP's location
+— the data the SFEMC's policies and the F3.2 service latency KPI read. A CLMC that is down loses nothing the NAP
+counted: points are kept and published when it is back."""
 
 from __future__ import annotations
 
