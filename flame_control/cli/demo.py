@@ -84,4 +84,6 @@ def run(args: argparse.Namespace) -> int:
         argv = " ".join(sys.argv[1:]) if sys.argv[1:2] == ["demo"] else "demo"
         args.report.parent.mkdir(parents=True, exist_ok=True)
         args.report.write_text(render(summary, f"flame {argv}"))
+    if summary.get("interrupted"):
+        return 130
     return 0 if summary["ok"] else 1

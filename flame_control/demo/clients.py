@@ -25,6 +25,8 @@ from flame_control.vim.media_server import DEFAULT_SEGMENT_SIZE, expected_segmen
 
 #: Longest wait for a response head or body.
 REQUEST_TIMEOUT_S = 15.0
+#: How long stop() lets a request in flight finish before cancelling it.
+STOP_GRACE_S = 3.0
 MAX_HEAD = 16 * 1024
 
 
@@ -143,8 +145,9 @@ class Player:
     async def stop(self) -> None:
         self._stop.set()
         if self._task is not None:
+            # Let a request in flight finish (it becomes a sample), but do not wait out a dead NAP's timeout.
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(self._task), REQUEST_TIMEOUT_S + 1)
+                await asyncio.wait_for(asyncio.shield(self._task), STOP_GRACE_S)
             if not self._task.done():
                 self._task.cancel()
         self._close()

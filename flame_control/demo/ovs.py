@@ -228,6 +228,7 @@ class OvsBackend:
 
     def describe(self) -> dict[str, Any]:
         return {
+            "daemons": self._daemon_pids(),
             "bridges": sorted(self.bridges.values()),
             "namespaces": sorted(self.namespaces.values()),
             "interfaces": sorted(self.veths),
@@ -256,6 +257,14 @@ class OvsBackend:
                         wait_gone(pid, 2.0)
 
     # -- helpers --------------------------------------------------------------------------------------------------
+    def _daemon_pids(self) -> dict[str, int]:
+        pids = {}
+        for daemon in ("ovs-vswitchd", "ovsdb-server"):
+            with contextlib.suppress(OSError, ValueError):
+                if self.rundir is not None:
+                    pids[daemon] = int((self.rundir / f"{daemon}.pid").read_text().strip())
+        return pids
+
     def vsctl(self, *args: str) -> str:
         return _run("ovs-vsctl", "--timeout=10", *args, env=self.env)
 

@@ -4,6 +4,7 @@ docs/benchmarks/kpi-report.md)."""
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from collections.abc import Mapping
@@ -59,7 +60,9 @@ def render(summary: Mapping[str, Any], command: str = "flame demo --report FILE"
         "",
         f"Run: `{command}` on {time.strftime('%Y-%m-%d')} ({platform.system()} {platform.machine()}, "
         f"Python {platform.python_version()}); {fabric} fabric ({latency_note}); "
-        f"{len(summary['services'])} media services; result {'OK' if summary['ok'] else 'FAILED'}.",
+        f"{len(summary['services'])} media services; result {'OK' if summary['ok'] else 'FAILED'}; "
+        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} when the run ended (the machine is shared: "
+        "latencies include CPU contention).",
         "Every figure below comes from real requests through the NAP agents of the Figure 25 topology (the demo's",
         "players, byte-exact checked) and from the control plane's own timestamps; nothing is injected.",
         "",
@@ -85,6 +88,17 @@ def render(summary: Mapping[str, Any], command: str = "flame demo --report FILE"
         "Full-segment times (256 KiB, request -> last byte) at nap-edge-a2: edge "
         f"{_stat(f32['segment_via_edge'], ' ms')}; DC origin {_stat(f32['segment_via_origin'], ' ms')}.",
         "",
+        "Latency at nap-edge-a2 in windows of equal load (segment time request -> last byte / TTFB, avg and min, ms):",
+        "",
+        "| window | served by | n | segment avg | segment min | TTFB avg | TTFB min |",
+        "|---|---|---|---|---|---|---|",
+        *(
+            f"| {name.rsplit('_via_', 1)[0]} | {'edge_a' if name.endswith('edge') else 'DC origin'} | "
+            f"{w['latency']['n']} | {_v(w['latency']['avg'])} | {_v(w['latency']['min'])} | {_v(w['ttfb']['avg'])} | "
+            f"{_v(w['ttfb']['min'])} |"
+            for name, w in summary["latency_ms_at_edge_a_by_window"].items()
+        ),
+        "",
         "## How each figure is taken",
         "",
         "- **F3.2**: the players time every request they send through their access NAP (HTTP/1.1 keep-alive, the NAP",
@@ -99,7 +113,8 @@ def render(summary: Mapping[str, Any], command: str = "flame demo --report FILE"
         "  reported by nap-edge-a2); connected is the SFEMC's state_since of edge_a; first served is the first",
         "  response whose X-Flame-Endpoint is vod/edge_a on a player's live connection.",
         f"- **F3.5**: {mc.get('server_nap')} fronts {mc.get('fqdn')} with a coalescing window of "
-        f"{mc.get('coalesce_window_s')} s (`services.nap.coalesce_window_s`); the bytes are the server NAP's own",
+        f"{mc.get('coalesce_window_s')} s",
+        "  (`services.nap.coalesce_window_s`); the bytes are the server NAP's own",
         "  `bytes_sent` counter (everything it put on its fabric link, frames and headers included), read before and",
         "  after each burst. The gain is capped at N by construction: the roadmap's 10x needs >= 10 coincident",
         "  viewers.",
