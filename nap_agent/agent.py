@@ -111,13 +111,14 @@ class NapAgent:
         self.dp = DataPlane(
             settings.nap_id, self._send, TransportSettings(window=settings.window, rto_s=settings.rto_s)
         )
+        self.server = ServerSide(
+            self.dp, self._endpoint, ServerSettings(coalesce_window_s=settings.coalesce_window_s), settings.netns
+        )
         self.client = ClientSide(
             self.dp,
             ClientSettings(header_timeout_s=settings.header_timeout_s, response_timeout_s=settings.response_timeout_s),
             settings.netns,
-        )
-        self.server = ServerSide(
-            self.dp, self._endpoint, ServerSettings(coalesce_window_s=settings.coalesce_window_s), settings.netns
+            local=self.server,
         )
         self.pce: PceLink | None = None
         self.reporter: Reporter | None = None

@@ -6,6 +6,12 @@ absolute-form ones (explicit proxy). Requests on one connection are handled in o
 best route *at that moment*, so when the PCE pushes a closer surrogate the next request on a live connection goes there
 while the client's TCP connection stays up (SFR-14). Errors the NAP generates carry ``X-Flame-Nap-Error: 1``: 502 when
 no NAP serves the Host or the server NAP refuses, 504 when no answer arrives in time, 408/431/400 for bad clients.
+
+A user attached at the very NAP that fronts the FQDN (its local services: the nearest surrogate, cost 0) is served by
+the local endpoint directly, with the server side's replay (pooled connections, streamed response, 502/504): nothing
+goes over the fabric to the NAP itself. The choice is made per request like any other, so a live connection moves
+between a remote server NAP and the local endpoint as local services are registered and unregistered; TLS for such an
+FQDN goes straight to its local ``tls_endpoint``.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from nap_agent.aio import within
 from nap_agent.dataplane import ClientExchange, DataPlane
 from nap_agent.monitoring import HttpStats
 from nap_agent.netns import listening_socket
+from nap_agent.routes import Route
+from nap_agent.server_side import ServerSide, replay_error
 
 log = logging.getLogger("flame.nap.client")
 
@@ -49,15 +57,25 @@ class ClientCounters:
     errors_502: int = 0
     errors_504: int = 0
     errors_4xx: int = 0
+    #: Requests (and TLS connections) served by this NAP's own local endpoint, without the fabric.
+    local_requests: int = 0
+    local_tunnels: int = 0
 
 
 class ClientSide:
     """HTTP and TLS listeners of one NAP."""
 
     def __init__(
-        self, dp: DataPlane, settings: ClientSettings, netns: str = "", stats: HttpStats | None = None
+        self,
+        dp: DataPlane,
+        settings: ClientSettings,
+        netns: str = "",
+        stats: HttpStats | None = None,
+        local: ServerSide | None = None,
     ) -> None:
         self.dp = dp
+        #: This NAP's server side: users attached here are served by its local endpoints directly.
+        self.local = local
         self.stats = stats if stats is not None else HttpStats()
         self.netns = netns
         self.s = settings
@@ -91,6 +109,19 @@ class ClientSide:
         if task is not None:
             self._conns.add(task)
             task.add_done_callback(self._conns.discard)
+
+    def choose(self, fqdn: str, tls: bool = False) -> Route | tuple[str, int] | None:
+        """Where a request for ``fqdn`` goes *now*: this NAP's own endpoint (host, port) when it fronts the FQDN (for
+        TLS: has a ``tls_endpoint``), else the best route to another server NAP, else None.
+
+        The local endpoint is the nearest surrogate there is (cost 0; the PCE keeps this NAP out of its own route
+        list and reports the name in the snapshot's local FQDNs instead), and a NAP never sends a request over the
+        fabric to itself: a route naming this NAP is skipped when it no longer fronts the FQDN (just unregistered,
+        the PCE's push not yet here), so the next best server NAP takes it."""
+        endpoint = self.local.local(cidlib.normalise_fqdn(fqdn), tls) if self.local is not None else None
+        if endpoint is not None:
+            return endpoint
+        return self.dp.routes.best(fqdn, exclude=self.dp.nap_id)
 
     # -- HTTP -----------------------------------------------------------------------------------------------------
     async def _http_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -139,12 +170,14 @@ class ClientSide:
         except http1.HttpError as err:
             await self._error(writer, err.status, err.message)
             return False
-        route = self.dp.routes.best(fqdn)
+        route = self.choose(fqdn)
         t0 = time.perf_counter()
         if route is None:
             await self._error(writer, 502, f"no NAP serves {fqdn}")
             self.stats.record(fqdn, time.perf_counter() - t0, 0, 0, True)
             return False
+        if not isinstance(route, Route):
+            return await self._local_request(fqdn, target, head, framing, route, reader, writer, t0)
         ex = self.dp.open(
             route, fr.FrameType.HTTP_REQUEST, cidlib.http_cid(fqdn), cidlib.response_cid(fqdn, head.method, target)
         )
@@ -170,6 +203,55 @@ class ClientSide:
             return ok and not http1.wants_close(head) and not ex.close_after
         finally:
             self.dp.close(ex, abort=None if ex.buffer.at_eof() else "client NAP gave up")
+
+    async def _local_request(
+        self,
+        fqdn: str,
+        target: str,
+        head: http1.Head,
+        framing: http1.Framing,
+        endpoint: tuple[str, int],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        t0: float,
+    ) -> bool:
+        """The user is attached at the NAP that fronts ``fqdn``: replay the request straight to the local endpoint
+        with the server side's code (pooled connections, streamed response, 502/504), and count it in ``nap_http``
+        like any request at this NAP."""
+        assert self.local is not None
+        self.counters.local_requests += 1
+        sent = 0
+
+        async def start(rhead: http1.Head) -> http1.Sink:
+            nonlocal sent
+            writer.write(rhead.raw)
+            sent += len(rhead.raw)
+
+            async def to_user(data: bytes) -> None:
+                nonlocal sent
+                writer.write(data)
+                sent += len(data)
+                await writer.drain()
+
+            return to_user
+
+        forwarded = len(http1.forwarded_head(head, target))
+        try:
+            body_in, close = await self.local.replay(
+                endpoint, head, target, framing, reader, start, self.s.response_timeout_s, self.s.max_body
+            )
+            await writer.drain()
+        except (http1.HttpError, asyncio.IncompleteReadError, ConnectionError) as exc:
+            if sent:  # mid-body: the only honest signal left is closing the connection
+                self.stats.record(fqdn, time.perf_counter() - t0, forwarded, sent, False)
+                return False
+            status, message = replay_error(exc)
+            await self._error(writer, status, message)
+            self.stats.record(fqdn, time.perf_counter() - t0, forwarded, 0, status >= 500)
+            return False
+        self.local.requests_served += 1
+        self.stats.record(fqdn, time.perf_counter() - t0, forwarded + body_in, sent, False)
+        return not close and not http1.wants_close(head)
 
     async def _relay_response(self, ex: ClientExchange, writer: asyncio.StreamWriter) -> tuple[bool, int]:
         """(keep the connection, bytes sent to the client; -1 when the NAP answered with its own 5xx)."""
@@ -209,8 +291,11 @@ class ClientSide:
                 name = sni.server_name(record)
             except (TimeoutError, asyncio.IncompleteReadError, sni.SniError):
                 return
-            route = self.dp.routes.best(name)
+            route = self.choose(name, tls=True)
             if route is None:
+                return
+            if not isinstance(route, Route):
+                await self._local_tunnel(route, record, reader, writer)
                 return
             ex = self.dp.open(
                 route, fr.FrameType.TUNNEL_UP, cidlib.http_cid(name), cidlib.response_cid(name, "TLS", "")
@@ -238,3 +323,34 @@ class ClientSide:
                 self.dp.close(ex, abort=None if ex.buffer.at_eof() else "client closed")
         finally:
             writer.close()
+
+    async def _local_tunnel(
+        self,
+        endpoint: tuple[str, int],
+        record: bytes,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        """TLS for an FQDN this NAP fronts: the raw bytes go straight to its local ``tls_endpoint`` (no keys here);
+        an endpoint that cannot be reached closes the connection without anything forwarded."""
+        assert self.local is not None
+        self.counters.local_tunnels += 1
+        try:
+            up_reader, up_writer = await self.local.connect(endpoint)
+        except (OSError, TimeoutError):
+            return
+        up_writer.write(record)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            while data := await src.read(1 << 16):
+                dst.write(data)
+                await dst.drain()
+            with contextlib.suppress(OSError):
+                dst.write_eof()
+
+        try:
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            up_writer.close()

@@ -62,12 +62,14 @@ class PrefixTable:
     entries: tuple[tuple[ipaddress.IPv4Network, Route], ...]
 
     @classmethod
-    def from_routes(cls, table: RouteTable) -> PrefixTable:
+    def from_routes(cls, table: RouteTable, exclude: str = "") -> PrefixTable:
+        """``exclude``: this NAP's id (a route naming the NAP itself is never used: its prefixes are local)."""
         entries = []
-        for name, routes in table.by_fqdn.items():
+        for name in table.by_fqdn:
             net = name_prefix(name)
-            if net is not None and routes:
-                entries.append((net, routes[0]))
+            route = table.best(name, exclude=exclude) if net is not None else None
+            if net is not None and route is not None:
+                entries.append((net, route))
         entries.sort(key=lambda e: -e[0].prefixlen)
         return cls(tuple(entries))
 
@@ -89,6 +91,8 @@ class IpCounters:
     not_ipv4: int = 0
     too_big: int = 0
     not_ours: int = 0
+    #: Packets from the TUN for one of this NAP's own prefixes (they live behind this NAP, not on the fabric).
+    own_prefix: int = 0
 
 
 class IpOverIcn:
@@ -115,16 +119,22 @@ class IpOverIcn:
         return [prefix_name(str(p)) for p in self.own]
 
     def set_routes(self, routes: RouteTable) -> None:
-        self.table = PrefixTable.from_routes(routes)
+        self.table = PrefixTable.from_routes(routes, exclude=self.nap_id)
 
     def from_tun(self, packet: bytes) -> None:
-        """A packet a local host sent into the TUN."""
+        """A packet a local host sent into the TUN. The NAP's own prefixes take part in the longest-prefix match: a
+        packet whose best match is one of them is local (like an HTTP request for a local FQDN, it never goes over the
+        fabric to this NAP itself) and is dropped and counted, since writing it back into the TUN would loop."""
         dst = destination(packet)
         if dst is None:
             self.counters.not_ipv4 += 1
             return
         hit = self.table.lookup(dst)
-        if hit is None or hit[1].server_nap_id == self.nap_id:
+        own = max((p.prefixlen for p in self.own if dst in p), default=-1)
+        if own >= 0 and (hit is None or own >= hit[0].prefixlen):
+            self.counters.own_prefix += 1
+            return
+        if hit is None:
             self.counters.no_route += 1
             return
         if len(packet) > self.max_payload():

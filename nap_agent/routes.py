@@ -64,10 +64,13 @@ class RouteTable:
         names = set(by_fqdn) | local
         return cls(snap.version, ilids, by_fqdn, local, {cidlib.http_cid(n): n for n in names}, to_nap)
 
-    def best(self, fqdn: str) -> Route | None:
-        """The cheapest route to an FQDN, or None when no NAP serves it."""
-        routes = self.by_fqdn.get(cidlib.normalise_fqdn(fqdn))
-        return routes[0] if routes else None
+    def best(self, fqdn: str, exclude: str = "") -> Route | None:
+        """The cheapest route to an FQDN (not to server NAP ``exclude``: a NAP never sends to itself over the
+        fabric), or None when no (other) NAP serves it."""
+        for route in self.by_fqdn.get(cidlib.normalise_fqdn(fqdn), ()):
+            if not exclude or route.server_nap_id != exclude:
+                return route
+        return None
 
     def accepts(self, fid: int, label: int) -> bool:
         """This NAP takes a frame with ``fid`` built from LID table ``label`` (``FID & iLID == iLID``)."""

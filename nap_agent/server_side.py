@@ -1,5 +1,6 @@
 """The server NAP's half of HTTP-over-ICN (SFR-1) and SNI tunnels (SFR-19): replay a client NAP's request to the local
-endpoint over pooled keep-alive connections and stream the response back on a down stream.
+endpoint over pooled keep-alive connections and stream the response back on a down stream. :meth:`ServerSide.replay` is
+also how the client side serves its own users' requests for FQDNs this NAP fronts (no fabric involved).
 
 Coincidental multicast (KPI F3.5): while a cacheable request (GET/HEAD without a body) for rCID R is being fetched from
 the endpoint, further requests for R from any client NAP join it; the response goes out once, with the OR of their
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from flame_control.icn import cid as cidlib
@@ -141,13 +142,59 @@ class ServerSide:
         group: _Pending,
         key: bytes | None,
     ) -> None:
+        stream: SendStream | None = None
+
+        async def start(rhead: http1.Head) -> http1.Sink:
+            nonlocal stream
+            self._close_group(group, key)
+            out = stream = self.dp.respond(dict(group.members), fr.FrameType.HTTP_RESPONSE, sx.rcid)
+            out.write(rhead.raw)
+
+            async def to_fabric(data: bytes) -> None:
+                out.write(data)
+                await out.drain()
+
+            return to_fabric
+
+        try:
+            _, close = await self.replay(endpoint, head, target, framing, sx.recv.buffer, start)
+        except (http1.HttpError, asyncio.IncompleteReadError, ConnectionError) as exc:
+            self._close_group(group, key)
+            if stream is None and sx.session not in self.dp.member_group:
+                status, message = replay_error(exc)
+                await self._answer_error(group.exchanges, status, message)
+            return
+        assert stream is not None
+        stream.write(b"", fin=True, close=close)
+        self.requests_served += len(group.members)
+        await stream.finished.wait()
+
+    async def replay(
+        self,
+        endpoint: tuple[str, int],
+        head: http1.Head,
+        target: str,
+        framing: http1.Framing,
+        body: http1.Reader,
+        start: Callable[[http1.Head], Awaitable[http1.Sink]],
+        response_timeout_s: float | None = None,
+        max_body: int | None = None,
+    ) -> tuple[int, bool]:
+        """Replay one request to a local endpoint over a pooled keep-alive connection and stream its response.
+
+        The request body comes from ``body`` (a client NAP's up stream, or the user's own connection when the user is
+        attached at this NAP: nap_agent/client_side.py). ``start(response_head)`` is awaited once the endpoint's head
+        arrived and returns the sink of the response body (raw, chunk framing included). Before ``start``, a failure
+        raises :class:`http1.HttpError` with what the user should get: 502 (endpoint unreachable, or closed without a
+        response), 504 (no response head within ``response_timeout_s``, default the server setting), or the status of
+        a malformed request body; after it, errors end the body (``HttpError``, ``IncompleteReadError`` or
+        ``ConnectionError``) and the caller can only cut its connection. Returns (request body bytes, True when the
+        response was delimited by closing or asked to close)."""
         try:
             conn = await self._acquire(endpoint)
         except (OSError, TimeoutError) as exc:
             self.upstream_errors += 1
-            self._close_group(group, key)
-            await self._answer_error(group.exchanges, 502, f"local endpoint {endpoint[0]}:{endpoint[1]}: {exc}")
-            return
+            raise http1.HttpError(502, f"local endpoint {endpoint[0]}:{endpoint[1]}: {exc}") from None
         reusable = False
         try:
             conn.writer.write(http1.forwarded_head(head, target))
@@ -156,42 +203,24 @@ class ServerSide:
                 conn.writer.write(data)
                 await conn.writer.drain()
 
-            await http1.relay_body(sx.recv.buffer, framing, to_endpoint)
+            body_in = await http1.relay_body(body, framing, to_endpoint, max_body)
             await conn.writer.drain()
+            timeout = self.s.response_timeout_s if response_timeout_s is None else response_timeout_s
             try:
-                rhead = await within(self.s.response_timeout_s, http1.read_head(conn.reader, request=False))
+                rhead = await within(timeout, http1.read_head(conn.reader, request=False))
             except TimeoutError:
-                self.upstream_errors += 1
-                self._close_group(group, key)
-                await self._answer_error(group.exchanges, 504, "local endpoint did not answer in time")
-                return
+                raise http1.HttpError(504, "local endpoint did not answer in time") from None
             if rhead is None:
                 raise http1.HttpError(502, "local endpoint closed the connection without a response")
-            self._close_group(group, key)
             rframing = http1.body_framing(rhead, request=False, request_method=head.method)
-            stream = self.dp.respond(dict(group.members), fr.FrameType.HTTP_RESPONSE, sx.rcid)
-            stream.write(rhead.raw)
-
-            async def to_fabric(data: bytes) -> None:
-                stream.write(data)
-                await stream.drain()
-
-            await http1.relay_body(conn.reader, rframing, to_fabric)
+            sink = await start(rhead)
+            await http1.relay_body(conn.reader, rframing, sink)
             close = rframing.kind == "close" or http1.wants_close(rhead)
-            stream.write(b"", fin=True, close=close)
             reusable = not close and not http1.wants_close(head)
-            self.requests_served += len(group.members)
-            await stream.finished.wait()
-        except http1.HttpError as err:
+            return body_in, close
+        except (http1.HttpError, asyncio.IncompleteReadError, ConnectionError):
             self.upstream_errors += 1
-            self._close_group(group, key)
-            if sx.session not in self.dp.member_group:
-                await self._answer_error(group.exchanges, err.status, err.message)
-        except (asyncio.IncompleteReadError, ConnectionError) as exc:
-            self.upstream_errors += 1
-            self._close_group(group, key)
-            if sx.session not in self.dp.member_group:
-                await self._answer_error(group.exchanges, 502, f"local endpoint: {exc!r}")
+            raise
         finally:
             if reusable:
                 self._release(endpoint, conn)
@@ -218,11 +247,14 @@ class ServerSide:
             if not conn.reader.at_eof() and not conn.writer.is_closing():
                 return conn
             conn.writer.close()
-        reader, writer = await asyncio.wait_for(self._connect(endpoint), self.s.connect_timeout_s)
+        reader, writer = await self.connect(endpoint)
         return _Conn(reader, writer)
 
+    async def connect(self, endpoint: tuple[str, int]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A TCP connection to a local endpoint, from the data-plane namespace (``connect_timeout_s``)."""
+        return await asyncio.wait_for(self._connect(endpoint), self.s.connect_timeout_s)
+
     async def _connect(self, endpoint: tuple[str, int]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """A TCP connection to a local endpoint, from the data-plane namespace."""
         sock = tcp_socket(self.netns)
         try:
             await asyncio.get_running_loop().sock_connect(sock, endpoint)
@@ -258,7 +290,7 @@ class ServerSide:
             stream.write(b"", fin=True)
             return
         try:
-            reader, writer = await asyncio.wait_for(self._connect(endpoint), self.s.connect_timeout_s)
+            reader, writer = await self.connect(endpoint)
         except (OSError, TimeoutError):
             stream.write(b"", fin=True)
             return
@@ -283,3 +315,10 @@ class ServerSide:
             await stream.finished.wait()
         finally:
             writer.close()
+
+
+def replay_error(exc: BaseException) -> tuple[int, str]:
+    """The status and message a failed replay (before its response started) answers with."""
+    if isinstance(exc, http1.HttpError):
+        return exc.status, exc.message
+    return 502, f"local endpoint: {exc!r}"
