@@ -20,7 +20,7 @@ from flame_control.clmc_events import ConfigEventPublisher, config_event
 from flame_control.orchestrator.catalogue import catalogue_to_topology, parse_catalogue
 from flame_control.orchestrator.export import export_descriptor
 from flame_control.orchestrator.lifecycle import Lifecycle, errors_of
-from flame_control.orchestrator.model import Problem, Severity, TemplateInvalid
+from flame_control.orchestrator.model import Catalogue, Problem, Severity, TemplateInvalid
 from flame_control.orchestrator.store import OrchestratorStore, sha256
 from flame_control.orchestrator.template import parse_template
 from flame_control.runtime.auth import principal_from_context
@@ -88,6 +88,30 @@ def _document(text: str, name: str) -> str:
     return text
 
 
+def host_events(before: Catalogue | None, after: Catalogue) -> list[Any]:
+    """CLMC-5 lifecycle events for compute hosts (catalogue sites) that a new catalogue adds, changes or removes, with
+    their geolocation; an unchanged site reports nothing."""
+    old = {s.name: s for s in before.sites} if before else {}
+    new = {s.name: s for s in after.sites}
+    out = []
+    for name in sorted(old.keys() | new.keys()):
+        site = new.get(name) or old[name]
+        event = "added" if name not in old else "removed" if name not in new else "updated"
+        if event == "updated" and old[name] == new[name]:
+            continue
+        out.append(
+            config_event(
+                "orchestrator",
+                "host",
+                {"flame_location": site.name, "flame_server": site.nap_id},
+                event=event,
+                message=f"{site.tier} site, {site.cpus:g} cpus, {site.memory_mb} MiB, VIMs {', '.join(site.vims)}",
+                location=(site.location.latitude, site.location.longitude, site.name),
+            )
+        )
+    return out
+
+
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     """OrchestratorService."""
 
@@ -96,6 +120,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         self.store = OrchestratorStore.load(ctx.state_dir / "orchestrator.json")
         self.events = ConfigEventPublisher(lambda: ctx.channel_to("clmc"))
         self._topology_task: asyncio.Task[None] | None = None
+        #: `catalogue_file` to apply at start (when no catalogue is in force yet).
+        self._initial_catalogue = ""
         self.life = Lifecycle(
             self.store, lambda: ctx.channel_to("sfemc"), lambda: ctx.channel_to("clmc"), self.events, settings.vim
         )
@@ -104,7 +130,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         self.events.start()
         self.life.start()
         if self.settings.catalogue_file is not None and not self.store.catalogue:
-            self.store.catalogue = self.settings.catalogue_file.read_text()
+            self._initial_catalogue = self.settings.catalogue_file.read_text()
         self._topology_task = asyncio.get_running_loop().create_task(self._keep_topology())
         # The first parse pays for tosca-parser's imports and the profile (~0.5 s): pay it at start, not on a deploy.
         self._warmup = asyncio.get_running_loop().run_in_executor(None, parse_template, WARMUP_TEMPLATE)
@@ -114,11 +140,13 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         restarted) while a catalogue is in force, apply the catalogue again (ORCH-4)."""
         stub = pce_pb2_grpc.PceServiceStub(self.ctx.channel_to("pce"))
         while True:
-            if self.store.catalogue:
+            text = self.store.catalogue or self._initial_catalogue
+            if text:
                 try:
                     topo = await stub.GetTopology(pce_pb2.GetTopologyRequest(), timeout=5)
-                    if topo.version == 0:
-                        await self._apply_catalogue(self.store.catalogue)
+                    if topo.version == 0 or not self.store.catalogue:
+                        await self._apply_catalogue(text)
+                        self._initial_catalogue = ""
                 except (grpc.aio.AioRpcError, Unavailable):
                     await asyncio.sleep(0.2)
                     continue
@@ -264,11 +292,14 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                     [FieldViolation("catalogue", f"the PCE refused its topology: {err.details()}")]
                 ) from err
             raise Unavailable(f"PCE: {err.code().name} {err.details()}") from err
+        before = self.life.catalogue()
         self.store.catalogue = text
         self.store.save()
         self.events.publish(
             config_event("orchestrator", "infrastructure", {}, event="catalogue_applied", message=sha256(text)[:12])
         )
+        for event in host_events(before, cat):
+            self.events.publish(event)
         return len(cat.sites), int(resp.version)
 
     async def GetInfrastructure(self, request: S.GetInfrastructureRequest, context: Any) -> S.GetInfrastructureResponse:

@@ -200,6 +200,15 @@ def test_sfemc3_sfemc4_kpi_event_connects_the_edge_surrogate_and_traffic_moves_t
         clmc_pb2.QueryRequest(measurement=CONFIG_EVENT_MEASUREMENT, tags={"subject_kind": "media_service"}), timeout=5
     ).points
     assert {"deploy_requested", "running"} <= {p.tags.get("event") for p in service_events}  # CLMC-4
+    hosts = cp.clmc.Query(
+        clmc_pb2.QueryRequest(measurement=CONFIG_EVENT_MEASUREMENT, tags={"subject_kind": "host"}), timeout=5
+    ).points
+    assert {p.tags["flame_location"] for p in hosts if p.tags.get("event") == "added"} == {
+        "site-dc",
+        "site-edge-a",
+        "site-edge-b",
+    }
+    assert all(p.fields["latitude"].double_value for p in hosts)  # CLMC-5: hosts with geolocation
 
 
 def test_delete_leaves_no_process_registration_or_state(cp: ControlPlane) -> None:
