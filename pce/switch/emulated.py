@@ -4,7 +4,9 @@ proven equal to real OVS (tests/integration/pce/test_pce_ovs.py compares the sam
 
 With ``link_latency`` (``services.pce.emulated_link_latency``, off by default) every frame reaches each NAP after the
 sum of the configured latencies of the links on its path (topology ``latency``), in order per (ingress, egress) pair,
-so a path through the core is measurably slower than one across a single switch (``flame demo`` turns it on).
+so a path through the core is measurably slower than one across a single switch (``flame demo`` turns it on). The
+delayed frames wait in one heap behind one timer; on Linux that timer is a timerfd, because asyncio's own timers wake
+the loop on whole milliseconds (epoll's timeout is rounded up), which turned a 0.2 ms path into ~1.3 ms.
 
 Protocol (docs/emulated-fabric.md): a NAP sends ``ATTACH <nap_id>`` from its UDP socket and gets ``ATTACHED <nap_id>``
 (or ``ERROR <reason>``); after that every datagram it sends is one Ethernet frame entering the fabric at its switch
@@ -15,10 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import heapq
+import itertools
 import logging
+import os
 import socket
 import struct
-from collections import deque
+import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +72,78 @@ def frame_fid(frame: bytes) -> tuple[int, int, int] | None:
     return fidlib.from_addresses(frame[22:38], frame[38:54]), first_word & 0xFFFFF, frame[21]
 
 
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+class _Itimerspec(ctypes.Structure):
+    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
+
+
+_CLOCK_MONOTONIC, _TFD_NONBLOCK, _TFD_CLOEXEC, _TFD_TIMER_ABSTIME = 1, os.O_NONBLOCK, os.O_CLOEXEC, 1
+
+
+class PreciseTimer:
+    """One re-armable one-shot timer on the running event loop at an absolute :func:`time.monotonic` time.
+
+    On Linux a timerfd (nanosecond expiry, woken through the loop's selector); elsewhere, or when timerfd is not
+    available, ``loop.call_later`` (whose wake-up the selector rounds up to the next millisecond)."""
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self.callback = callback
+        self._loop = asyncio.get_running_loop()
+        self._handle: asyncio.TimerHandle | None = None
+        self._fd = -1
+        self._libc: Any = None
+        if sys.platform.startswith("linux"):
+            with contextlib.suppress(OSError, AttributeError):
+                libc = ctypes.CDLL(None, use_errno=True)
+                fd = int(libc.timerfd_create(_CLOCK_MONOTONIC, _TFD_NONBLOCK | _TFD_CLOEXEC))
+                if fd >= 0:
+                    self._fd, self._libc = fd, libc
+                    self._loop.add_reader(fd, self._expired)
+
+    @property
+    def precise(self) -> bool:
+        """True when backed by a timerfd."""
+        return self._fd >= 0
+
+    def arm(self, when: float) -> None:
+        """Fire once at monotonic time ``when`` (at once when it is past), replacing any earlier arming."""
+        if self._fd >= 0:
+            when = max(when, 1e-9)
+            sec = int(when)
+            spec = _Itimerspec(_Timespec(0, 0), _Timespec(sec, int((when - sec) * 1e9)))
+            if self._libc.timerfd_settime(self._fd, _TFD_TIMER_ABSTIME, ctypes.byref(spec), None) == 0:
+                return
+            self._close_fd()  # settime failed: fall back to the loop's timers
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = self._loop.call_later(max(0.0, when - time.monotonic()), self._fire)
+
+    def _expired(self) -> None:
+        with contextlib.suppress(BlockingIOError, InterruptedError):
+            os.read(self._fd, 8)
+        self.callback()
+
+    def _fire(self) -> None:
+        self._handle = None
+        self.callback()
+
+    def _close_fd(self) -> None:
+        if self._fd >= 0:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+
+    def close(self) -> None:
+        self._close_fd()
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
 class EmulatedDriver(asyncio.DatagramProtocol):
     """Installed tables per switch + a UDP socket NAPs attach to."""
 
@@ -81,8 +160,12 @@ class EmulatedDriver(asyncio.DatagramProtocol):
         self.topology = topology
         #: Delay frames by their path's configured link latency.
         self.link_latency = link_latency
-        #: Frames waiting for their path latency, per (ingress NAP, egress NAP): (due loop time, frame, address).
-        self._delayed: dict[tuple[str, str], deque[tuple[float, bytes, tuple[str, int]]]] = {}
+        #: Frames waiting for their path latency: a heap of (due monotonic time, arrival order, frame, address), and
+        #: the latest due time per (ingress NAP, egress NAP), so frames between two NAPs never overtake each other.
+        self._delayed: list[tuple[float, int, bytes, tuple[str, int]]] = []
+        self._order = itertools.count()
+        self._pair_due: dict[tuple[str, str], float] = {}
+        self._timer: PreciseTimer | None = None
         self.installed: dict[int, list[FlowRule]] = {}
         self.naps: dict[str, tuple[str, int]] = {}
         self.addresses: dict[tuple[str, int], str] = {}
@@ -114,6 +197,10 @@ class EmulatedDriver(asyncio.DatagramProtocol):
         """Close the socket."""
         if self.transport is not None:
             self.transport.close()
+        if self._timer is not None:
+            self._timer.close()
+            self._timer = None
+        self._delayed.clear()
 
     def set_port_status_handler(self, handler: Callable[[int, int, bool], None]) -> None:
         """Called with (dpid, port, up) when :meth:`set_port_state` changes a port."""
@@ -191,30 +278,26 @@ class EmulatedDriver(asyncio.DatagramProtocol):
             self.counters.dropped += dropped
 
     def _send_later(self, key: tuple[str, str], delay: float, data: bytes, address: tuple[str, int]) -> None:
-        """Queue a frame for ``delay`` seconds, keeping the order of frames between the same two NAPs."""
-        loop = asyncio.get_running_loop()
-        queue = self._delayed.get(key)
-        if queue is None:
-            queue = self._delayed[key] = deque()
-        queue.append((loop.time() + delay, data, address))
-        if len(queue) == 1:
-            loop.call_at(queue[0][0], self._release, key)
+        """Hold a frame for ``delay`` seconds, keeping the order of frames between the same two NAPs."""
+        due = max(time.monotonic() + delay, self._pair_due.get(key, 0.0))
+        self._pair_due[key] = due
+        earliest = self._delayed[0][0] if self._delayed else None
+        heapq.heappush(self._delayed, (due, next(self._order), data, address))
+        if earliest is None or due < earliest:
+            if self._timer is None:
+                self._timer = PreciseTimer(self._release)
+            self._timer.arm(due)
 
-    def _release(self, key: tuple[str, str]) -> None:
-        """Send every queued frame of ``key`` that is due; re-arm for the next one."""
-        queue = self._delayed.get(key)
-        if not queue:
-            return
-        loop = asyncio.get_running_loop()
-        now = loop.time() + 1e-4  # timers may run a clock tick early
+    def _release(self) -> None:
+        """Send every held frame that is due; re-arm the timer for the next one."""
+        queue = self._delayed
+        now = time.monotonic() + 2e-5  # a wake-up a few microseconds early still sends
         while queue and queue[0][0] <= now:
-            _, data, address = queue.popleft()
+            _, _, data, address = heapq.heappop(queue)
             if self.transport is not None:
                 self.transport.sendto(data, address)
-        if queue:
-            loop.call_at(queue[0][0], self._release, key)
-        else:
-            del self._delayed[key]
+        if queue and self._timer is not None:
+            self._timer.arm(queue[0][0])
 
     def _attach(self, nap_id: str, addr: tuple[str, int]) -> None:
         node = self.topology().nodes.get(nap_id)
