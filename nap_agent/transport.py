@@ -103,12 +103,17 @@ class SendStream:
         after them (``close``: the receiver closes its client connection afterwards)."""
         if self.fin:
             raise RuntimeError("stream already finished")
-        self.pending += data
+        pending = self.pending
+        pending += data
         room = self._seg_room()
-        while len(self.pending) >= room:
-            self.segments.append(bytes(self.pending[:room]))
-            del self.pending[:room]
+        cut = 0
+        while len(pending) - cut >= room:
+            self.segments.append(bytes(pending[cut : cut + room]))
+            cut += room
+            self.pump()  # the first frames leave while the rest of a large write is still being cut
             room = self._seg_room()
+        if cut:
+            del pending[:cut]
         if fin:
             if self.pending or self.next_seq > self._last():
                 self.segments.append(bytes(self.pending))
