@@ -26,13 +26,16 @@ from flame_control.icn import cid as cidlib
 from flame_control.icn import frame as fr
 from nap_agent import http1, sni
 from nap_agent.aio import within
-from nap_agent.dataplane import ClientExchange, DataPlane
+from nap_agent.dataplane import NOT_SERVED_HERE, ClientExchange, DataPlane
 from nap_agent.monitoring import HttpStats
 from nap_agent.netns import listening_socket
 from nap_agent.routes import Route
 from nap_agent.server_side import ServerSide, replay_error
 
 log = logging.getLogger("flame.nap.client")
+
+#: ``_relay_response``'s "sent" when the server NAP refused with NOT_SERVED_HERE and nothing went to the client.
+_REFUSED = -2
 
 
 @dataclass
@@ -178,6 +181,29 @@ class ClientSide:
             return False
         if not isinstance(route, Route):
             return await self._local_request(fqdn, target, head, framing, route, reader, writer, t0)
+        refused = {self.dp.nap_id}
+        while True:
+            ok, again = await self._remote_request(fqdn, target, head, framing, route, reader, writer, t0, refused)
+            if again is None:
+                return ok
+            route = again
+
+    async def _remote_request(
+        self,
+        fqdn: str,
+        target: str,
+        head: http1.Head,
+        framing: http1.Framing,
+        route: Route,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        t0: float,
+        refused: set[str],
+    ) -> tuple[bool, Route | None]:
+        """One attempt through server NAP ``route``: (keep the connection, None), or (False, the next route) when
+        that NAP refused a request without a body because it does not (or no longer) front the FQDN -- its surrogate
+        just left and the PCE's new routes are not here yet; it served nothing, so the request goes to the next
+        server NAP rather than becoming a 502."""
         ex = self.dp.open(
             route, fr.FrameType.HTTP_REQUEST, cidlib.http_cid(fqdn), cidlib.response_cid(fqdn, head.method, target)
         )
@@ -196,11 +222,19 @@ class ClientSide:
                 except http1.HttpError as err:
                     self.dp.close(ex, abort=err.message)
                     await self._error(writer, err.status, err.message)
-                    return False
+                    return False, None
                 ex.up.write(b"", fin=True)
-            ok, sent = await self._relay_response(ex, writer)
+            retry = framing.kind == "none"
+            ok, sent = await self._relay_response(ex, writer, retry)
+            if sent == _REFUSED:
+                refused.add(route.server_nap_id)
+                by_fqdn = self.dp.routes.by_fqdn.get(cidlib.normalise_fqdn(fqdn), ())
+                nxt = next((r for r in by_fqdn if r.server_nap_id not in refused), None)
+                if nxt is not None:
+                    return False, nxt
+                ok, sent = await self._relay_response(ex, writer)  # nobody else: the refusal becomes the 502
             self.stats.record(fqdn, time.perf_counter() - t0, len(forwarded) + body_in, sent, sent < 0)
-            return ok and not http1.wants_close(head) and not ex.close_after
+            return ok and not http1.wants_close(head) and not ex.close_after, None
         finally:
             self.dp.close(ex, abort=None if ex.buffer.at_eof() else "client NAP gave up")
 
@@ -253,14 +287,19 @@ class ClientSide:
         self.stats.record(fqdn, time.perf_counter() - t0, forwarded + body_in, sent, False)
         return not close and not http1.wants_close(head)
 
-    async def _relay_response(self, ex: ClientExchange, writer: asyncio.StreamWriter) -> tuple[bool, int]:
-        """(keep the connection, bytes sent to the client; -1 when the NAP answered with its own 5xx)."""
+    async def _relay_response(
+        self, ex: ClientExchange, writer: asyncio.StreamWriter, retry: bool = False
+    ) -> tuple[bool, int]:
+        """(keep the connection, bytes sent to the client; -1 when the NAP answered with its own 5xx; with ``retry``,
+        _REFUSED and nothing written when the server NAP refused with NOT_SERVED_HERE)."""
         try:
             data = await within(self.s.response_timeout_s, ex.buffer.read(1 << 18))
         except TimeoutError:
             await self._error(writer, 504, f"no answer from {ex.route.server_nap_id} in time")
             return False, -1
         except ConnectionResetError as exc:
+            if retry and str(exc) == NOT_SERVED_HERE:
+                return False, _REFUSED
             await self._error(writer, 502, f"{ex.route.server_nap_id}: {exc}")
             return False, -1
         if not data:

@@ -22,6 +22,9 @@ from nap_agent.transport import Path, RecvStream, SendStream, StreamBuffer, Tran
 
 log = logging.getLogger("flame.nap.dataplane")
 
+#: Reset reason of a server NAP that does not (or no longer) front the requested FQDN: it saw the first frame only and
+#: served nothing, so a client NAP may send a request without a body to the next server NAP (nap_agent/client_side.py).
+NOT_SERVED_HERE = "no such service at this NAP"
 #: How long finished sessions are remembered (to re-acknowledge late duplicates instead of treating them as new).
 LINGER_S = 30.0
 
@@ -330,7 +333,7 @@ class DataPlane:
                 self.send(self._ack_frame(f.reply_fid, f.reply_label, 0, f.rcid, f.session, 0, 0, fr.encode_ack(info)))
                 return
             if f.cid not in self.routes.by_cid or self.routes.by_cid[f.cid] not in self.routes.local_fqdns:
-                self._reset(f.reply_fid, f.reply_label, f.session, f.rcid, "no such service at this NAP", down=True)
+                self._reset(f.reply_fid, f.reply_label, f.session, f.rcid, NOT_SERVED_HERE, down=True)
                 return
             if len(self.server) >= self.max_server_exchanges:
                 self._reset(f.reply_fid, f.reply_label, f.session, f.rcid, "server NAP overloaded", down=True)

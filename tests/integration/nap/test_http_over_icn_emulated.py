@@ -120,6 +120,38 @@ def test_sfr14_connection_survives_a_surrogate_switch(tmp_path: Path) -> None:
     run(scenario())
 
 
+def test_sfr14_request_refused_by_a_nap_whose_surrogate_just_left_goes_to_the_next_server_nap(tmp_path: Path) -> None:
+    """The edge surrogate is unregistered at its NAP before the client NAP has the PCE's new routes (here: it never
+    gets them): the edge NAP refuses the request before serving anything, and a request without a body goes to the
+    next server NAP on the client's route list instead of becoming a 502."""
+
+    async def scenario() -> None:
+        with process_group(tmp_path) as group:
+            dc, edge = start_origin(group, "dc"), start_origin(group, "edge")
+            local = {
+                "nap-dc": [LocalServiceConfig(fqdn=VOD, endpoint=f"127.0.0.1:{dc}")],
+                CLIENT: [],
+                "nap-edge-a2": [LocalServiceConfig(fqdn=VOD, endpoint=f"127.0.0.1:{edge}")],
+            }
+            async with emulated_edge(tmp_path, local) as env:
+                await env.route_to(CLIENT, VOD, "nap-edge-a2")
+                conn = http.client.HTTPConnection("127.0.0.1", env.http(CLIENT), timeout=30)
+                assert await asyncio.to_thread(fetch, 0, "/name", VOD, conn) == (200, b"edge")
+                routes = env.agents[CLIENT].dp.routes
+                assert {r.server_nap_id for r in routes.by_fqdn[VOD]} >= {"nap-edge-a2", "nap-dc"}
+                link = env.agents[CLIENT].pce
+                assert link is not None
+                await link.stop()  # the client NAP keeps its last routes: nap-edge-a2 first
+                assert env.agents["nap-edge-a2"].unregister(VOD)
+                assert await asyncio.to_thread(fetch, 0, "/name", VOD, conn) == (200, b"dc")
+                assert await asyncio.to_thread(fetch, 0, "/bytes/5000", VOD, conn) == (200, body(5000))
+                stale = env.agents[CLIENT].dp.routes.best(VOD)
+                assert stale is not None and stale.server_nap_id == "nap-edge-a2"  # the routes are still the old ones
+                conn.close()
+
+    run(scenario())
+
+
 def test_f35_coincidental_multicast_one_response_for_ten_clients(tmp_path: Path) -> None:
     async def scenario() -> None:
         with process_group(tmp_path) as group:
