@@ -123,12 +123,13 @@ class Player:
         epoch: float,
         segments: int = 10,
         size: int = DEFAULT_SEGMENT_SIZE,
+        kind: str = "segment",
     ) -> None:
         self.name, self.service, self.fqdn, self.asset = name, service, fqdn, asset
         self.nap = nap
         self.home = nap
         self.resolve, self.rate, self.sink, self.epoch = resolve, rate, sink, epoch
-        self.segments, self.size = segments, size
+        self.segments, self.size, self.kind = segments, size, kind
         self.next_segment = zlib.crc32(name.encode()) % segments
         self.conn = 0
         self.failed_over_to = ""
@@ -167,7 +168,7 @@ class Player:
             self.next_segment = (n + 1) % self.segments
             suffix = "" if self.size == DEFAULT_SEGMENT_SIZE else f"?size={self.size}"
             expected = expected_segment(self.asset, n, self.size)
-            await self._request(f"/vod/{self.asset}/seg{n}.ts{suffix}", "segment", expected)
+            await self._request(f"/vod/{self.asset}/seg{n}.ts{suffix}", self.kind, expected)
             due = max(due + interval, time.monotonic())
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), max(0.0, due - time.monotonic()))

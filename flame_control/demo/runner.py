@@ -33,7 +33,7 @@ from flame_control.demo.fabrics import Backend
 from flame_control.demo.platform import Platform
 from flame_control.demo.procs import StartError, kill_pid, pid_alive
 from flame_control.demo.view import LiveState, View
-from flame_control.vim.media_server import expected_segment
+from flame_control.vim.media_server import DEFAULT_SEGMENT_SIZE, expected_segment
 
 CONFIG_EVENT = "config_event"  # clmc.ingest.CONFIG_EVENT_MEASUREMENT
 
@@ -300,7 +300,8 @@ class Demo:
         base = sc.packaged("vod.yaml")
         t = self.timing
         for svc in self.services:
-            text = sc.demo_template(base, svc, t.kpi_window_s, t.cooldown_s)
+            probe = round(t.probe_rate * t.kpi_window_s) if svc == sc.MAIN else 0
+            text = sc.demo_template(base, svc, t.kpi_window_s, t.cooldown_s, probe)
             self.facts.provisioning[svc] = {"submitted_s": round(self.now(), 3)}
             req = O.DeployMediaServiceRequest(request_id=uuid.uuid4().hex, template=text)
             await asyncio.to_thread(self.platform.stubs.orchestrator.DeployMediaService, req, timeout=30)
@@ -357,10 +358,11 @@ class Demo:
     def _sink(self, sample: sc.Sample) -> None:
         self.facts.samples.append(sample)
 
-    def _player(self, name: str, svc: str, nap: str, rate: float) -> Player:
-        p = Player(
-            name, svc, sc.fqdn_of(svc), sc.asset_of(svc), nap, self.platform.attachment, rate, self._sink, self.epoch
-        )
+    def _player(
+        self, name: str, svc: str, nap: str, rate: float, size: int = DEFAULT_SEGMENT_SIZE, kind: str = "segment"
+    ) -> Player:
+        att, sink = self.platform.attachment, self._sink
+        p = Player(name, svc, sc.fqdn_of(svc), sc.asset_of(svc), nap, att, rate, sink, self.epoch, size=size, kind=kind)
         self.players.append(p)
         p.start()
         return p
@@ -372,6 +374,9 @@ class Demo:
             for nap in naps:
                 if self.platform.alive(nap):
                     self._player(f"{svc}@{nap}", svc, nap, rate)
+        if self.platform.alive(sc.SURGE_NAP) and self.timing.probe_rate > 0:
+            # F3.2: small requests at a fixed low rate through every phase (their own service-latency figure)
+            self._player(f"probe@{sc.SURGE_NAP}", sc.MAIN, sc.SURGE_NAP, self.timing.probe_rate, sc.PROBE_SIZE, "probe")
 
     async def _stop_players(self, players: list[Player] | None = None) -> None:
         chosen = list(self.players) if players is None else players

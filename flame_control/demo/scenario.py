@@ -39,6 +39,9 @@ MAIN = "vod"
 EDGE_NODE = "edge_a"
 ORIGIN_NODE = "origin"
 SURGE_NAP = "nap-edge-a2"
+#: The F3.2 probe: a client at the surge NAP asking vod for a small segment (bytes) at Timing.probe_rate per second
+#: through every phase, so service latency is measured on small requests at each load, apart from 256 KiB transfers.
+PROBE_SIZE = 1024
 #: States every endpoint must reach in a complete run (lower-case names of flame.common.v1.EndpointState).
 EXPECTED_STATES = {
     "origin": ("connected",),
@@ -82,10 +85,12 @@ def _replace(text: str, old: str, new: str, count: int = 1) -> str:
     return text.replace(old, new)
 
 
-def demo_template(base: str, name: str, kpi_window_s: int, cooldown_s: int) -> str:
+def demo_template(base: str, name: str, kpi_window_s: int, cooldown_s: int, probe_requests: int = 0) -> str:
     """The vod example as the demo deploys it: renamed to ``name`` (FQDN ``<name>.video.flame.example``), the
     edge-A demand KPI over ``kpi_window_s`` instead of 30 s and the edge-A policy's cooldown ``cooldown_s`` instead of
-    1 m, so a surge and its end both fit into a minute. Everything else is the example unchanged."""
+    1 m, so a surge and its end both fit into a minute. ``probe_requests``: requests the F3.2 probe adds to that KPI's
+    window, added to its threshold (50) and clear threshold (10) so the probe does not move when the KPI fires or
+    clears. Everything else is the example unchanged."""
     text = _replace(base, "service_name: vod\n", f"service_name: {name}\n")
     text = _replace(text, "template_name: vod\n", f"template_name: {name}\n")
     text = _replace(text, "fqdn: vod.video.flame.example", f"fqdn: {fqdn_of(name)}", 3)
@@ -94,6 +99,12 @@ def demo_template(base: str, name: str, kpi_window_s: int, cooldown_s: int) -> s
         "window: 30s\n          scope: {flame_location: nap-edge-a2}",
         f"window: {kpi_window_s}s\n          scope: {{flame_location: nap-edge-a2}}",
     )
+    if probe_requests:
+        text = _replace(
+            text,
+            "threshold: 50\n          clear_threshold: 10\n",
+            f"threshold: {50 + probe_requests}\n          clear_threshold: {10 + probe_requests}\n",
+        )
     return _replace(text, "cooldown: 1m", f"cooldown: {cooldown_s}s")
 
 
@@ -111,6 +122,8 @@ class Timing:
     surge_rate: float = 2.0
     #: A steady viewer plays a 2 s segment every 2 s.
     steady_rate: float = 0.5
+    #: Requests per second of the F3.2 probe (PROBE_SIZE bytes each) at the surge NAP.
+    probe_rate: float = 5.0
     multicast_clients: int = 20
     multicast_size: int = 1 << 20
     #: Upper bounds for the waits (a phase that exceeds one fails the run).
@@ -159,7 +172,7 @@ class Sample:
     #: The player's connection serial number (a new TCP connection to its NAP increments it).
     conn: int
     size: int
-    #: "segment" or "playlist".
+    #: "segment", "playlist" or "probe" (the F3.2 probe's small segments).
     kind: str = "segment"
 
 
@@ -201,10 +214,10 @@ def new_phases() -> list[Phase]:
 
 
 def stats(values: Iterable[float]) -> dict[str, float | int | None]:
-    """avg, min, max, p50, p95 and n of ``values`` (None when empty)."""
+    """avg, min, max, p50, p95, p99 and n of ``values`` (None when empty)."""
     xs = sorted(v for v in values if not math.isnan(v))
     if not xs:
-        return {"n": 0, "avg": None, "min": None, "max": None, "p50": None, "p95": None}
+        return {"n": 0, "avg": None, "min": None, "max": None, "p50": None, "p95": None, "p99": None}
 
     def pct(p: float) -> float:
         return xs[min(len(xs) - 1, max(0, math.ceil(p / 100 * len(xs)) - 1))]
@@ -216,6 +229,7 @@ def stats(values: Iterable[float]) -> dict[str, float | int | None]:
         "max": round(xs[-1], 3),
         "p50": round(pct(50), 3),
         "p95": round(pct(95), 3),
+        "p99": round(pct(99), 3),
     }
 
 
@@ -360,6 +374,7 @@ def build_summary(f: Facts) -> dict[str, Any]:
             "ttfb_via_edge": stats(s.ttfb_ms for s in main_edge if s.ok and s.endpoint == edge_id),
         },
         "latency_ms_at_edge_a_by_window": latency_windows(main_edge, m, origin_id, edge_id),
+        "probe_at_edge_a": probe_figures(samples, m, f.timing.probe_rate),
         "edge_b": edge_b_outcome(f),
         "kpi": {
             "service": MAIN,
@@ -409,6 +424,34 @@ def latency_windows(
     return out
 
 
+#: Phases of the probe's figures: (name, start mark, end mark).
+PROBE_PHASES = (
+    ("baseline", "traffic_start", "surge_start"),
+    ("surge", "surge_start", "calm_start"),
+    ("calm", "calm_start", "calm_end"),
+)
+
+
+def probe_figures(samples: Sequence[Sample], m: Mapping[str, float], rate: float) -> dict[str, Any]:
+    """The F3.2 probe at the surge NAP: TTFB (request -> response head) of its small requests per phase and per
+    serving endpoint, ms. The probe runs at the same rate in every phase, so the phases differ only in the load the
+    other players put on the machine."""
+    probe = [s for s in samples if s.service == MAIN and s.nap == SURGE_NAP and s.kind == "probe"]
+    by_phase: dict[str, dict[str, Any]] = {}
+    for name, a, b in PROBE_PHASES:
+        chosen = [s for s in between(probe, m.get(a), m.get(b)) if s.ok] if a in m else []
+        endpoints = sorted({s.endpoint for s in chosen})
+        by_phase[name] = {ep: stats(s.ttfb_ms for s in chosen if s.endpoint == ep) for ep in endpoints}
+    return {
+        "nap": SURGE_NAP,
+        "path": f"/vod/{asset_of(MAIN)}/seg<N>.ts?size={PROBE_SIZE}",
+        "rate_per_s": rate,
+        "requests": len(probe),
+        "failed": sum(1 for s in probe if not s.ok),
+        "ttfb_ms_by_phase": by_phase,
+    }
+
+
 def edge_b_outcome(f: Facts) -> dict[str, Any]:
     """What edge B's own policy did: its trigger is the p95 latency of nap_http at nap-edge-b2 (> 40 ms connects,
     < 20 ms clears) -- with the core links' latency real, the DC origin can be too far for it, and then the SFEMC
@@ -436,9 +479,18 @@ def kpi_figures(s: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         gain = round(mc["clients"] * mc["bytes_one"] / mc["bytes_n"], 2)
     served = s["requests"]["by_service"]
     concurrent = sum(1 for svc in s["services"] if served.get(svc, 0) > 0)
+    probe = s["probe_at_edge_a"]["ttfb_ms_by_phase"]
+    edge_id, origin_id = f"{MAIN}/{EDGE_NODE}", f"{MAIN}/{ORIGIN_NODE}"
+    empty = stats(())
     return {
         "F3.2": {
-            "what": "service latency through the NAPs (request -> response head, TTFB), ms",
+            "what": f"service latency at {SURGE_NAP}: the probe's {PROBE_SIZE}-byte requests to vod, request -> "
+            "response head (TTFB), ms; the calm phase served by the edge surrogate is the figure compared",
+            "calm_via_edge": probe.get("calm", {}).get(edge_id, empty),
+            "surge_via_edge": probe.get("surge", {}).get(edge_id, empty),
+            "calm_via_origin": probe.get("calm", {}).get(origin_id, empty),
+            "baseline_via_origin": probe.get("baseline", {}).get(origin_id, empty),
+            "probe": probe,
             "via_edge": samples_lat["ttfb_via_edge"],
             "via_origin": samples_lat["ttfb_via_origin"],
             "segment_via_edge": samples_lat["via_edge"],
