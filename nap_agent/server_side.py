@@ -44,6 +44,8 @@ class ServerSettings:
 class _Conn:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
+    #: Taken from the pool (it served a response before): the endpoint may have closed it meanwhile.
+    reused: bool = False
 
 
 @dataclass
@@ -189,43 +191,56 @@ class ServerSide:
         response), 504 (no response head within ``response_timeout_s``, default the server setting), or the status of
         a malformed request body; after it, errors end the body (``HttpError``, ``IncompleteReadError`` or
         ``ConnectionError``) and the caller can only cut its connection. Returns (request body bytes, True when the
-        response was delimited by closing or asked to close)."""
-        try:
-            conn = await self._acquire(endpoint)
-        except (OSError, TimeoutError) as exc:
-            self.upstream_errors += 1
-            raise http1.HttpError(502, f"local endpoint {endpoint[0]}:{endpoint[1]}: {exc}") from None
-        reusable = False
-        try:
-            conn.writer.write(http1.forwarded_head(head, target))
+        response was delimited by closing or asked to close).
 
-            async def to_endpoint(data: bytes) -> None:
-                conn.writer.write(data)
-                await conn.writer.drain()
-
-            body_in = await http1.relay_body(body, framing, to_endpoint, max_body)
-            await conn.writer.drain()
-            timeout = self.s.response_timeout_s if response_timeout_s is None else response_timeout_s
+        A pooled connection the endpoint closed meanwhile (servers that close after each response or after an idle
+        time; the close may not have reached us yet) that ends before any response byte is not an error when the
+        request has no body: it is replayed on the next pooled connection or a fresh one (RFC 9112 section 9.3.1),
+        so the user never sees that race."""
+        while True:
             try:
-                rhead = await within(timeout, http1.read_head(conn.reader, request=False))
-            except TimeoutError:
-                raise http1.HttpError(504, "local endpoint did not answer in time") from None
-            if rhead is None:
-                raise http1.HttpError(502, "local endpoint closed the connection without a response")
-            rframing = http1.body_framing(rhead, request=False, request_method=head.method)
-            sink = await start(rhead)
-            await http1.relay_body(conn.reader, rframing, sink)
-            close = rframing.kind == "close" or http1.wants_close(rhead)
-            reusable = not close and not http1.wants_close(head)
-            return body_in, close
-        except (http1.HttpError, asyncio.IncompleteReadError, ConnectionError):
-            self.upstream_errors += 1
-            raise
-        finally:
-            if reusable:
-                self._release(endpoint, conn)
-            else:
-                conn.writer.close()
+                conn = await self._acquire(endpoint)
+            except (OSError, TimeoutError) as exc:
+                self.upstream_errors += 1
+                raise http1.HttpError(502, f"local endpoint {endpoint[0]}:{endpoint[1]}: {exc}") from None
+            replayable = conn.reused and framing.kind == "none"
+            reusable = False
+            try:
+                conn.writer.write(http1.forwarded_head(head, target))
+
+                async def to_endpoint(data: bytes, conn: _Conn = conn) -> None:
+                    conn.writer.write(data)
+                    await conn.writer.drain()
+
+                body_in = await http1.relay_body(body, framing, to_endpoint, max_body)
+                timeout = self.s.response_timeout_s if response_timeout_s is None else response_timeout_s
+                try:
+                    await conn.writer.drain()
+                    rhead = await within(timeout, http1.read_head(conn.reader, request=False))
+                except TimeoutError:
+                    raise http1.HttpError(504, "local endpoint did not answer in time") from None
+                except ConnectionError:
+                    if replayable:
+                        continue  # a stale pooled connection (finally closes it): once more on a fresh one
+                    raise
+                if rhead is None:
+                    if replayable:
+                        continue
+                    raise http1.HttpError(502, "local endpoint closed the connection without a response")
+                rframing = http1.body_framing(rhead, request=False, request_method=head.method)
+                sink = await start(rhead)
+                await http1.relay_body(conn.reader, rframing, sink)
+                close = rframing.kind == "close" or http1.wants_close(rhead)
+                reusable = not close and not http1.wants_close(head)
+                return body_in, close
+            except (http1.HttpError, asyncio.IncompleteReadError, ConnectionError):
+                self.upstream_errors += 1
+                raise
+            finally:
+                if reusable:
+                    self._release(endpoint, conn)
+                else:
+                    conn.writer.close()
 
     def _close_group(self, group: _Pending, key: bytes | None) -> None:
         if key is not None and self.pending.get(key) is group:
@@ -245,6 +260,7 @@ class ServerSide:
         while idle:
             conn = idle.pop()
             if not conn.reader.at_eof() and not conn.writer.is_closing():
+                conn.reused = True
                 return conn
             conn.writer.close()
         reader, writer = await self.connect(endpoint)
