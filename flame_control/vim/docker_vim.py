@@ -24,7 +24,7 @@ import json
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +50,37 @@ from flame_control.vim.process import LABEL_MANAGED, instance_id_for
 BUSYBOX_MEDIA_CMD = [
     "sh",
     "-c",
-    'echo "$FLAME_ENDPOINT" > /www/endpoint; exec httpd -f -p "${HOST:-127.0.0.1}:${PORT:-8080}" -h /www',
+    'echo "$FLAME_ENDPOINT" > /www/endpoint; '
+    'exec httpd -f -p "${HOST:-127.0.0.1}:${PORT:-8080}" -h /www -c /etc/httpd.conf',
 ]
+#: busybox httpd's config in the media image: segments and playlists go through :data:`MEDIA_CGI` (an interpreter
+#: mapping: httpd runs ``/bin/media-cgi <file>`` in the file's directory, as CGI).
+BUSYBOX_HTTPD_CONF = "*.ts:/bin/media-cgi\n*.m3u8:/bin/media-cgi\n"
+#: The interpreter busybox httpd runs for ``*.ts`` and ``*.m3u8`` (it has already answered 404 for a missing file):
+#: CGI headers ``Content-Type``, ``Content-Length`` and ``X-Flame-Endpoint`` (so a client can tell which surrogate
+#: answered, as with the process VIM's media server), a blank line, then the file. httpd adds the status line
+#: (``HTTP/1.1 200 OK``; ``Status: 404 ...`` becomes ``HTTP/1.1 404 ...``) and no ``Connection: close``, so a NAP
+#: keeps its user's connection alive although httpd closes its own after every response. A query string selects
+#: the file named ``<file>?<query>`` (``seg3.ts?size=1024``: see :func:`default_media_files`); one that names no
+#: file, or holds a ``/``, is 404. HEAD gets the headers only.
+MEDIA_CGI = r"""#!/bin/sh
+f="$1"
+case "$QUERY_STRING" in
+  "") ;;
+  */*) f="" ;;
+  *) f="$1?$QUERY_STRING" ;;
+esac
+ep="$FLAME_ENDPOINT"
+[ -n "$ep" ] || read -r ep < /www/endpoint
+if [ -z "$f" ] || [ ! -f "$f" ]; then
+  printf 'Status: 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 10\r\nX-Flame-Endpoint: %s\r\n\r\n' "$ep"
+  [ "$REQUEST_METHOD" = HEAD ] || printf 'not found\n'
+  exit 0
+fi
+case "$f" in *.m3u8) type=application/vnd.apple.mpegurl ;; *) type=video/mp2t ;; esac
+printf 'Content-Type: %s\r\nContent-Length: %s\r\nX-Flame-Endpoint: %s\r\n\r\n' "$type" "$(wc -c < "$f")" "$ep"
+[ "$REQUEST_METHOD" = HEAD ] || exec cat "$f"
+"""
 _MARKER = ".flame-state"
 _Containers = list[Any]
 
@@ -301,9 +330,13 @@ def _split_tag(tag: str) -> tuple[str, str]:
     return repository, version
 
 
-def default_media_files(asset: str = "demo", segments: int = 5) -> dict[str, bytes]:
-    """The files served by the busybox media image by default (paths under /www): segments and playlist of ``asset``."""
+def default_media_files(asset: str = "demo", segments: int = 5, sizes: Iterable[int] = ()) -> dict[str, bytes]:
+    """The files served by the busybox media image (paths under /www): segments ``seg<N>.ts`` and the playlist
+    ``index.m3u8`` of ``asset``, and for each of ``sizes`` the file ``seg<N>.ts?size=<S>`` that the image's CGI serves
+    for that query (busybox httpd knows no parameters: the request target is the file name)."""
     files = {f"vod/{asset}/seg{n}.ts": expected_segment(asset, n) for n in range(segments)}
+    for size in sizes:
+        files.update({f"vod/{asset}/seg{n}.ts?size={size}": expected_segment(asset, n, size) for n in range(segments)})
     files[f"vod/{asset}/index.m3u8"] = playlist(asset, segments)
     return files
 
@@ -317,10 +350,12 @@ def import_busybox_media_image(
 ) -> str:
     """Build a busybox-static rootfs serving media files and ``docker import`` it as ``tag`` (SFEMC-6); the image id.
 
-    The rootfs: ``/bin/busybox`` (must be static: Debian package busybox-static) with ``sh`` and ``httpd`` applet
-    links, ``/www/health`` (``ok``) and ``segments`` (paths under /www -> bytes; default :func:`default_media_files`,
-    made by :func:`~flame_control.vim.media_server.expected_segment` so the bytes match the process VIM's endpoint).
-    Its command is ``command``, by default :data:`BUSYBOX_MEDIA_CMD` (``httpd`` on ``$HOST:$PORT``; ``/www/endpoint``
+    The rootfs: ``/bin/busybox`` (must be static: Debian package busybox-static) with ``sh``, ``httpd``, ``cat`` and
+    ``wc`` applet links, ``/etc/httpd.conf`` (:data:`BUSYBOX_HTTPD_CONF`) and ``/bin/media-cgi`` (:data:`MEDIA_CGI`:
+    ``*.ts`` and ``*.m3u8`` answered with ``Content-Length`` and ``X-Flame-Endpoint``), ``/www/health`` (``ok``) and
+    ``segments`` (paths under /www -> bytes; default :func:`default_media_files`, made by
+    :func:`~flame_control.vim.media_server.expected_segment` so the bytes match the process VIM's endpoint). Its
+    command is ``command``, by default :data:`BUSYBOX_MEDIA_CMD` (``httpd`` on ``$HOST:$PORT``; ``/www/endpoint``
     holds ``$FLAME_ENDPOINT``). No registry is involved: ``import_image_from_data`` with ``changes`` sets CMD and ENV.
     """
     if not busybox.is_file():
@@ -335,8 +370,11 @@ def import_busybox_media_image(
             (root / sub).mkdir()
         (root / "bin" / "busybox").write_bytes(binary)
         (root / "bin" / "busybox").chmod(0o755)
-        for applet in ("sh", "httpd"):
+        for applet in ("sh", "httpd", "cat", "wc"):
             (root / "bin" / applet).symlink_to("busybox")
+        (root / "bin" / "media-cgi").write_text(MEDIA_CGI)
+        (root / "bin" / "media-cgi").chmod(0o755)
+        (root / "etc" / "httpd.conf").write_text(BUSYBOX_HTTPD_CONF)
         (root / "www" / "health").write_bytes(b"ok")
         for rel, data in files.items():
             target = (root / "www" / rel).resolve()

@@ -5,6 +5,7 @@ leaving no container behind."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +21,12 @@ from flame_control.vim.base import (
     VimError,
     VimErrorKind,
 )
-from flame_control.vim.docker_vim import DockerVim, container_name, import_busybox_media_image
+from flame_control.vim.docker_vim import (
+    DockerVim,
+    container_name,
+    default_media_files,
+    import_busybox_media_image,
+)
 from flame_control.vim.media_server import expected_segment, playlist
 from tests.integration.vim.helpers import http_get
 from tests.support.dockerd import Dockerd, start_dockerd
@@ -80,7 +86,11 @@ def test_lifecycle_serves_byte_exact_segments_over_host_networking_and_delete_le
     status, headers, body = http_get(running.address, "/vod/demo/seg3.ts")
     assert status == 200 and body == expected_segment("demo", 3)  # the same bytes as the process VIM's endpoint
     assert int(headers["content-length"]) == 256 * 1024
-    assert http_get(running.address, "/vod/demo/index.m3u8")[2] == playlist("demo", 5)
+    # which surrogate answered, as the process VIM's media server says it (the image's CGI for *.ts and *.m3u8)
+    assert headers["x-flame-endpoint"] == "vod/edge-1" and headers["content-type"] == "video/mp2t"
+    status, headers, body = http_get(running.address, "/vod/demo/index.m3u8")
+    assert (status, body, headers["x-flame-endpoint"]) == (200, playlist("demo", 5), "vod/edge-1")
+    assert int(headers["content-length"]) == len(body)
     assert http_get(running.address, "/missing")[0] == 404
     assert vim.start(created.instance_id).address == running.address  # idempotent
 
@@ -95,6 +105,67 @@ def test_lifecycle_serves_byte_exact_segments_over_host_networking_and_delete_le
     assert client.containers.list(all=True, filters={"label": [f"{LABEL_ENDPOINT}=vod/edge-1"]}) == []
     assert vim.get(created.instance_id) is None and vim.list() == []
     vim.delete(created.instance_id)  # idempotent
+
+
+def raw_exchange(address: str, request: bytes, head_only: bool = False) -> tuple[bytes, bytes, bool]:
+    """One request on a raw socket: (response head, body, True when the server closed right after the body)."""
+    host, _, port = address.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        fields = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:])
+        length = 0 if head_only else int(fields.get(b"Content-Length", b"0"))
+        while len(body) < length:
+            chunk = sock.recv(65536)
+            assert chunk, (head, len(body))
+            body += chunk
+        sock.settimeout(2)
+        closed = sock.recv(1) == b""
+    return head, body, closed
+
+
+def test_media_image_cgi_sends_the_endpoint_header_content_length_and_sized_variants(
+    dockerd: Dockerd, vim: DockerVim, client: docker.DockerClient
+) -> None:
+    """busybox httpd runs /bin/media-cgi for *.ts and *.m3u8 (interpreter mapping in /etc/httpd.conf): status line
+    from httpd, then the CGI's Content-Type, Content-Length and X-Flame-Endpoint and nothing else (no ``Connection:
+    close``, so a NAP in front keeps its user's connection alive; httpd still closes its own after each response);
+    ``?size=S`` serves the file ``seg<N>.ts?size=S`` byte-exact; an unknown size or a query with '/' is a 404 from
+    the CGI (with the header), a missing file httpd's own 404; HEAD has the headers and no body."""
+    tag = "flame/media-busybox:sized"
+    import_busybox_media_image(client, tag, default_media_files("film", 3, sizes=(1024, 4096)))
+    running = vim.start(vim.create(_spec(tag, node="edge-s")).instance_id)
+    addr = running.address
+    get = b"GET %s HTTP/1.1\r\nHost: vod.example\r\n\r\n"
+    for path, expected in (
+        (b"/vod/film/seg2.ts", expected_segment("film", 2)),
+        (b"/vod/film/seg2.ts?size=1024", expected_segment("film", 2, 1024)),
+        (b"/vod/film/seg0.ts?size=4096", expected_segment("film", 0, 4096)),
+    ):
+        head, body, closed = raw_exchange(addr, get % path)
+        lines = head.split(b"\r\n")
+        assert lines[0] == b"HTTP/1.1 200 OK", head
+        assert sorted(lines[1:]) == sorted(
+            [b"Content-Type: video/mp2t", b"Content-Length: %d" % len(expected), b"X-Flame-Endpoint: vod/edge-s"]
+        ), head
+        assert body == expected and closed
+    head, body, _ = raw_exchange(addr, get % b"/vod/film/index.m3u8")
+    assert b"Content-Type: application/vnd.apple.mpegurl" in head and body == playlist("film", 3)
+    for path in (b"/vod/film/seg1.ts?size=2048", b"/vod/film/seg1.ts?size=/../../seg1.ts"):
+        head, body, _ = raw_exchange(addr, get % path)
+        assert head.startswith(b"HTTP/1.1 404 ") and b"X-Flame-Endpoint: vod/edge-s" in head, head
+        assert body == b"not found\n"
+    assert http_get(addr, "/vod/film/seg9.ts")[0] == 404  # no such file: httpd itself
+    head, body, closed = raw_exchange(addr, b"HEAD /vod/film/seg1.ts HTTP/1.1\r\nHost: vod.example\r\n\r\n", True)
+    assert b"Content-Length: %d" % (256 * 1024) in head and body == b"" and closed
+    assert http_get(addr, "/endpoint")[2] == b"vod/edge-s\n"  # the static files are unchanged
+    vim.delete(running.instance_id)
+    client.images.remove(tag, force=True)
 
 
 def test_restarted_controller_adopts_by_label_without_duplicates(
