@@ -8,9 +8,12 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flame_control.demo import scenario as sc
+
+if TYPE_CHECKING:
+    from flame_control.demo.docker import DemoVim
 
 
 def register(sub: Any) -> None:
@@ -22,6 +25,14 @@ def register(sub: Any) -> None:
         "until its KPI connects the edge surrogate, lower it again, measure the Table 24 KPIs, clean up.",
     )
     p.add_argument("--fabric", choices=("emulated", "ovs"), default="emulated", help="data plane (ovs needs root)")
+    p.add_argument(
+        "--vim",
+        choices=("auto", "docker", "process"),
+        default="auto",
+        help="where endpoints run: docker (root: a private dockerd, busybox media image), process, or auto (with "
+        "--fabric ovs: docker when root with dockerd, busybox-static and the docker SDK, else process; emulated "
+        "fabric: process)",
+    )
     p.add_argument("--services", type=int, default=5, metavar="N", help="media services side by side (default 5)")
     p.add_argument("--quick", action="store_true", help="shorter phases (about 40 s in all)")
     p.add_argument("--duration", type=float, metavar="X", help="stretch (X > 1) or shrink the hold phases by X")
@@ -50,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
     if args.services < 1:
         print("flame demo: --services must be at least 1", file=sys.stderr)
         return 2
+    vim = _vim(args)
+    if vim is None:
+        return 2
     backend: Backend
     if args.fabric == "ovs":
         from flame_control.demo.ovs import OvsBackend, unavailable
@@ -72,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         kill_at=args.kill_at,
         link_latency=not args.no_link_latency,
         screenshot=args.screenshot,
+        vim=vim,
     )
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     summary = asyncio.run(run_demo(opts, backend, make_view()))
@@ -84,6 +99,28 @@ def run(args: argparse.Namespace) -> int:
         argv = " ".join(sys.argv[1:]) if sys.argv[1:2] == ["demo"] else "demo"
         args.report.parent.mkdir(parents=True, exist_ok=True)
         args.report.write_text(render(summary, f"flame {argv}"))
+    v = summary.get("vim", {})
+    print(f"  VIM: {v.get('kind')}" + (f" ({v['note']})" if v.get("note") else ""))
     if summary.get("interrupted"):
         return 130
     return 0 if summary["ok"] else 1
+
+
+def _vim(args: argparse.Namespace) -> DemoVim | None:
+    """The VIM ``--vim`` asks for (auto: on OVS docker when it can run here, else process; on the emulated fabric
+    process); None after an error message."""
+    from flame_control.demo.docker import DockerVimSetup, ProcessVimSetup, unavailable
+
+    if args.vim == "process":
+        return ProcessVimSetup("--vim process")
+    if args.vim == "auto" and args.fabric != "ovs":
+        return ProcessVimSetup("auto: the emulated fabric runs the process VIM (--vim docker for containers)")
+    reason = unavailable()
+    if args.vim == "docker":
+        if reason:
+            print(f"flame demo --vim docker: {reason}", file=sys.stderr)
+            return None
+        return DockerVimSetup(sc.service_names(max(1, args.services)), "--vim docker: private dockerd")
+    if reason:
+        return ProcessVimSetup(f"auto: docker VIM unavailable ({reason})")
+    return DockerVimSetup(sc.service_names(max(1, args.services)), "auto: root, dockerd, busybox-static, docker SDK")

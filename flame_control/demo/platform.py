@@ -23,6 +23,7 @@ from flame_control.api.flame.pce.v1 import pce_pb2, pce_pb2_grpc
 from flame_control.api.flame.sfemc.v1 import sfemc_pb2_grpc
 from flame_control.demo import scenario as sc
 from flame_control.demo.clients import Attachment
+from flame_control.demo.docker import DemoVim, ProcessVimSetup
 from flame_control.demo.fabrics import Backend
 from flame_control.demo.procs import Proc, ProcessGroup, free_port, port_open
 
@@ -66,8 +67,10 @@ class Stubs:
 class Platform:
     """NAP agents + control plane for one demo run."""
 
-    def __init__(self, backend: Backend, state: Path) -> None:
+    def __init__(self, backend: Backend, state: Path, vim: DemoVim | None = None) -> None:
         self.backend = backend
+        #: Where the SFEMC runs the endpoints (process VIM, or docker on a private dockerd: demo/docker.py).
+        self.vim: DemoVim = vim or ProcessVimSetup()
         self.state = state
         self.group = ProcessGroup(state / "logs")
         self.ports = {k: free_port() for k in KEYS}
@@ -89,6 +92,7 @@ class Platform:
     def start(self) -> None:
         """Fabric, multicast origin, NAP agents, then the control plane (StartError when one does not come up)."""
         self.backend.prepare(self.group, self.state)
+        self.vim.prepare(self.group, self.state)
         origin_port = free_port()
         netns = self.backend.netns_of(sc.MULTICAST_NAP)
         argv = [sys.executable, "-m", "flame_control.vim.media_server", "--port", str(origin_port)]
@@ -143,7 +147,7 @@ class Platform:
                 "pce": self.backend.pce_settings(),
                 "sfemc": {
                     "nap_admin": {n: f"127.0.0.1:{nap.admin_port}" for n, nap in self.naps.items()},
-                    "vims": {"process": {}},
+                    "vims": self.vim.sfemc_vims(),
                     "health_interval_s": 0.5,
                 },
                 "orchestrator": {"catalogue_file": str(self._catalogue_path())},
@@ -165,6 +169,7 @@ class Platform:
         self.stubs.orchestrator = orchestrator_pb2_grpc.OrchestratorServiceStub(o)
         self.stubs.sfemc = sfemc_pb2_grpc.SfemcServiceStub(s)
         self.stubs.clmc = clmc_pb2_grpc.ClmcServiceStub(c)
+        self.vim.control_plane_started(self.stubs.sfemc)
 
     def _catalogue_path(self) -> Path:
         path = self.state / "flame-integration.yaml"
@@ -186,6 +191,13 @@ class Platform:
         return len(infra.sites) == 3
 
     def delete_services(self) -> str:
+        """Delete every media service (the SFEMC removes their instances); then whatever instance is left."""
+        try:
+            return self._delete_services()
+        finally:
+            self.vim.remove_instances()
+
+    def _delete_services(self) -> str:
         if self.stubs.orchestrator is None or self.control is None or not self.control.running():
             return "control plane not running: services not deleted"
         names: list[str] = []

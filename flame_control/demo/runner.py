@@ -29,6 +29,7 @@ from flame_control.api.flame.sfemc.v1 import sfemc_pb2
 from flame_control.demo import multicast
 from flame_control.demo import scenario as sc
 from flame_control.demo.clients import Player, fetch_once
+from flame_control.demo.docker import DemoVim
 from flame_control.demo.fabrics import Backend
 from flame_control.demo.platform import Platform
 from flame_control.demo.procs import StartError, kill_pid, pid_alive
@@ -61,6 +62,8 @@ class Options:
     kill_at: float = 10.0
     link_latency: bool = True
     screenshot: Path | None = None
+    #: Where the endpoints run (``--vim``; None: the process VIM).
+    vim: DemoVim | None = None
 
 
 class Demo:
@@ -73,7 +76,7 @@ class Demo:
         self._tmp = None if opts.state_dir else tempfile.mkdtemp(prefix="flame-demo-")
         self.state = Path(opts.state_dir or self._tmp or ".").resolve()
         self.state.mkdir(parents=True, exist_ok=True)
-        self.platform = Platform(backend, self.state)
+        self.platform = Platform(backend, self.state, opts.vim)
         self.group = self.platform.group
         self.epoch = time.monotonic()
         self.wall0 = time.time()
@@ -302,6 +305,7 @@ class Demo:
         for svc in self.services:
             probe = round(t.probe_rate * t.kpi_window_s) if svc == sc.MAIN else 0
             text = sc.demo_template(base, svc, t.kpi_window_s, t.cooldown_s, probe)
+            text = self.platform.vim.template(text)
             self.facts.provisioning[svc] = {"submitted_s": round(self.now(), 3)}
             req = O.DeployMediaServiceRequest(request_id=uuid.uuid4().hex, template=text)
             await asyncio.to_thread(self.platform.stubs.orchestrator.DeployMediaService, req, timeout=30)
@@ -531,12 +535,14 @@ class Demo:
                 await asyncio.to_thread(kill_pid, pid)
             self.facts.fabric_info = self.backend.describe()
             await asyncio.to_thread(self.backend.close)
+            await asyncio.to_thread(self.platform.vim.close)
             self.facts.started = [{"name": pr.name, "pid": pr.pid} for pr in self.group.procs] + [
                 {"name": f"endpoint {iid} (process VIM)", "pid": pid} for pid, iid in self.vim_pids.items()
             ]
             left = self.group.left_running() + [
                 {"name": f"endpoint {iid}", "pid": pid} for pid, iid in self.vim_pids.items() if pid_alive(pid)
             ]
+            left += self.platform.vim.left_running()
             self.facts.left_running = left
             p.detail = f"{deleted}; {len(self.facts.started)} processes stopped" + (
                 f"; {len(strays)} endpoint processes killed by pid (fallback)" if strays else ""
@@ -549,6 +555,7 @@ async def run_demo(opts: Options, backend: Backend, view: View) -> dict[str, Any
     """Run the scenario once; the summary."""
     demo = Demo(opts, backend, view)
     summary = await demo.run()
+    summary["vim"] = demo.platform.vim.describe()
     if demo._tmp is not None and summary["ok"]:
         import shutil
 

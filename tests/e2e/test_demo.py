@@ -5,7 +5,8 @@ Proves: every endpoint reached its states (origin connected, edge_a placed -> co
 every player request succeeded byte-exact; the edge-A KPI fired once and cleared once; traffic at nap-edge-a2 moved
 to vod/edge_a on live connections (SFR-14) and back; 5 media services served side by side (F3.6); nothing the demo
 started is left running (no child PID, no process whose command line or working directory is under its state dir).
-With ``--fabric ovs`` the same on Open vSwitch userspace bridges programmed by the PCE through os-ken (root). Killing
+With ``--fabric ovs`` the same on Open vSwitch userspace bridges programmed by the PCE through os-ken (root), once
+with the process VIM and once with every endpoint a container on a private dockerd (``--vim docker``). Killing
 one NAP agent mid-run: its players fail over to the other NAP of the switch after clean errors, everyone else
 carries on, and the summary says what happened.
 """
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from flame_control.demo.procs import pid_alive
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -149,7 +152,7 @@ def test_demo_on_open_vswitch(tmp_path: Path) -> None:
     reason = unavailable()
     if reason:
         pytest.skip(f"--fabric ovs: {reason}")
-    code, summary, out = run_demo(tmp_path, "--fabric", "ovs", timeout=300)
+    code, summary, out = run_demo(tmp_path, "--fabric", "ovs", "--vim", "process", timeout=300)
     assert code == 0, out[-4000:]
     assert summary["fabric"] == "ovs"
     assert_scenario(summary)
@@ -162,3 +165,53 @@ def test_demo_on_open_vswitch(tmp_path: Path) -> None:
         assert name not in netns
     for iface in ovs["interfaces"]:
         assert f" {iface}@" not in links and f" {iface}:" not in links
+
+
+def ovs_objects_gone(ovs: dict[str, Any]) -> None:
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    for name in ovs["namespaces"]:
+        assert name not in netns
+    for iface in ovs["interfaces"]:
+        assert f" {iface}@" not in links and f" {iface}:" not in links
+    for daemon, pid in ovs["daemons"].items():
+        assert not pid_alive(pid), daemon  # detached daemons: gone, or a zombie until init reaps it
+
+
+@pytest.mark.e2e
+@pytest.mark.ovs
+@pytest.mark.docker
+@pytest.mark.slow
+def test_demo_on_open_vswitch_with_the_docker_vim(tmp_path: Path) -> None:
+    """--fabric ovs --vim docker (ORCH-6, issue 7): every endpoint of the five services runs as a container of the
+    busybox media image on a private dockerd the demo starts; the players tell the surrogates apart by the image's
+    X-Flame-Endpoint header, so traffic moving to vod/edge_a is seen on the players' connections; afterwards no
+    dockerd, containerd, shim or container process, no mount and no directory of that daemon, and no bridge,
+    namespace or veth of the demo is left."""
+    from flame_control.demo.docker import mounts_below, processes_of
+    from flame_control.demo.docker import unavailable as docker_unavailable
+    from flame_control.demo.ovs import unavailable
+
+    reason = unavailable() or docker_unavailable()
+    if reason:
+        pytest.skip(f"--fabric ovs --vim docker: {reason}")
+    code, summary, out = run_demo(tmp_path, "--fabric", "ovs", "--vim", "docker", timeout=360)
+    assert code == 0, out[-4000:]
+    assert summary["fabric"] == "ovs"
+    vim = summary["vim"]
+    assert vim["kind"] == "docker" and vim["image"] == "vod-busybox" and vim["image_id"].startswith("sha256:"), vim
+    assert_scenario(summary)  # all checks pass; traffic at nap-edge-a2 moved to vod/edge_a and back
+    assert summary["share_at_edge_a"]["with_edge_connected"].get("vod/edge_a", 0) >= 0.9
+    assert "VIM: docker" in out
+    # nothing left running: the demo's children by PID, everything under its state dir, the daemon and its root
+    started = summary["processes"]["started"]
+    assert summary["processes"]["left_running"] == [] and vim["left"] == []
+    assert not any("process VIM" in p["name"] for p in started)  # no endpoint ran as a process
+    assert any(p["name"].startswith("dockerd-") and p["pid"] == vim["dockerd_pid"] for p in started), started
+    for p in started:
+        assert not Path(f"/proc/{p['pid']}").exists() or "Z" in Path(f"/proc/{p['pid']}/stat").read_text().split()[2], p
+    assert processes_under(tmp_path / "state") == []
+    root = Path(vim["root"])
+    assert not root.exists() and processes_of(root) == [] and mounts_below(root) == []
+    assert vim["containers_removed_at_cleanup"] == []  # the SFEMC deleted its containers with the services
+    ovs_objects_gone(summary["fabric_info"])

@@ -4,7 +4,8 @@
 --storage-driver=overlay2`` with every path in a fresh short temp dir (unix socket paths are limited to 108 bytes);
 when overlay2 does not come up, vfs. dockerd starts its own containerd as a child, in the same process group, so
 ``ProcessGroup.stop`` ends both. On stop the ``<exec-root>/netns/default`` bind mount (and any mount dockerd left under
-the dir) is unmounted and the dir removed. Skips with a reason when not root or dockerd is missing.
+the dir) is unmounted and the dir removed. Skips with a reason when not root or dockerd is missing. The recipe itself
+(argv, ping, unmount) is ``flame_control.demo.docker``'s, which ``flame demo --vim docker`` uses.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from flame_control.demo.docker import dockerd_argv, ping, unmount_below
 from tests.support.procs import Proc, ProcessGroup
 
 
@@ -62,31 +63,10 @@ class Dockerd:
         return self.proc.popen.pid if self.proc is not None else None
 
     def ping(self) -> bool:
-        import docker
-
-        if not self.socket.exists():
-            return False
-        try:
-            client = docker.APIClient(base_url=self.base_url, version="1.41", timeout=2)
-            try:
-                return bool(client.ping())
-            finally:
-                client.close()
-        except Exception:
-            return False
+        return ping(self.base_url)
 
     def argv(self, binary: str) -> list[str]:
-        return [
-            binary,
-            "--data-root", str(self.root / "data"),
-            "--exec-root", str(self.root / "exec"),
-            "-H", self.base_url,
-            "--pidfile", str(self.root / "dockerd.pid"),
-            "--iptables=false",
-            "--ip6tables=false",
-            "--bridge=none",
-            f"--storage-driver={self.storage_driver}",
-        ]  # fmt: skip
+        return dockerd_argv(binary, self.root, self.storage_driver)
 
     def start(self, binary: str, timeout: float = 30.0) -> None:
         self.proc = self.procs.start(
@@ -102,21 +82,8 @@ class Dockerd:
             self.proc = None
         if not self._stopped:
             self._stopped = True
-            _unmount_below(self.root)
+            unmount_below(self.root)
             shutil.rmtree(self.root, ignore_errors=True)
-
-
-def _unmount_below(root: Path) -> None:
-    """Unmount ``<exec-root>/netns/default`` and every other mount under ``root``, deepest first."""
-    prefix = str(root.resolve())
-    mounts = []
-    with contextlib.suppress(OSError), open("/proc/self/mounts") as table:
-        for line in table:
-            target = line.split()[1].replace("\\040", " ")
-            if target == prefix or target.startswith(prefix + "/"):
-                mounts.append(target)
-    for target in sorted(set(mounts), key=len, reverse=True):
-        subprocess.run(["umount", "-l", target], check=False, capture_output=True)
 
 
 def start_dockerd(procs: ProcessGroup) -> Dockerd:
