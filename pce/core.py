@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from flame_control.runtime.errors import (
     FailedPrecondition,
@@ -29,9 +31,8 @@ from pce.topology import EMPTY, Topology
 DEFAULT = Constraints()
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
-    """How a client NAP reaches one server NAP."""
+class Route(NamedTuple):
+    """How a client NAP reaches one server NAP (a named tuple: thousands are built per link failure)."""
 
     server: str
     fid: int
@@ -44,8 +45,7 @@ class Route:
     reverse_table: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class NapView:
+class NapView(NamedTuple):
     """Everything one NAP needs (the content of a snapshot, without its version)."""
 
     ilids: tuple[int, ...]
@@ -57,7 +57,17 @@ class NapView:
         return {link for _, routes in self.routes for r in routes for link in r.links}
 
 
-@dataclass(frozen=True, eq=False, slots=True)
+_new = tuple.__new__
+
+#: leg.routes miss marker (None is a valid entry: no leak-free reverse FID).
+_UNBUILT = Route("", 0, 0, 0.0, (), ())
+
+
+#: Route order: cheapest first, then by server NAP id.
+_ROUTE_ORDER = operator.attrgetter("cost", "server")
+
+
+@dataclass(eq=False, slots=True)
 class _Leg:
     """The shared part of the routes of every client NAP behind one switch to one server (see PceCore._leg)."""
 
@@ -70,6 +80,24 @@ class _Leg:
     backward: tuple[tuple[str, str], ...]
     #: (client NAP, access link, cost) -> its route over this leg (None: no leak-free reverse FID), built once.
     routes: dict[tuple[str, str, float], Route | None] = field(default_factory=dict)
+    #: Reverse-FID state shared by the NAPs behind the switch: the backward FID (exact mode) or the per-LID-table
+    #: false-positive state of the backward prefix (Bloom mode), filled on first use.
+    checks: list[lidlib.PrefixCheck] = field(default_factory=list)
+    backward_fid: int = -1
+
+
+class _Cached(NamedTuple):
+    """Cached routes of one (client, FQDN, constraints) and every link they use."""
+
+    routes: list[Route]
+    links: frozenset[str]
+
+
+_NO_LINKS: frozenset[str] = frozenset()
+
+
+#: (server, its tree, its legs by access switch).
+_ServerTree = tuple[str, Tree, dict[str, tuple[Tree, _Leg]]]
 
 
 @dataclass(frozen=True)
@@ -79,6 +107,8 @@ class _Batch:
     fqdns: list[str]
     servers: dict[str, list[str]]
     local: dict[str, tuple[str, ...]]
+    #: fqdn -> (server, tree, legs) under the default constraints, filled as NAPs need them.
+    trees: dict[str, list[_ServerTree]] = field(default_factory=dict)
 
     @staticmethod
     def of(registry: Registry) -> _Batch:
@@ -109,13 +139,16 @@ class PceCore:
         #: nap -> its iLID in every LID table (changes only with the topology).
         self._ilids: dict[str, tuple[int, ...]] = {}
         #: (client, fqdn, constraints) -> routes; dropped precisely when a link or registration changes.
-        self._routes: dict[tuple[str, str, Constraints], list[Route]] = {}
+        #: Keyed by (client, fqdn, number of the constraints in _cids): Constraints hash in Python, and a dict that
+        #: grows or is rebuilt after a link change re-hashes every key (thousands), so keys hash in C.
+        self._routes: dict[tuple[str, str, int], _Cached] = {}
+        self._cids: dict[Constraints, int] = {DEFAULT: 0}
         #: (tree directions, destinations) -> (table, fid); LIDs only change with the topology, so this survives
         #: link-state changes (NAPs on one switch share their forward FIDs).
         self._fids: dict[tuple[tuple[tuple[str, str], ...], tuple[str, ...]], tuple[int, int, bool]] = {}
-        #: (server, constraints, access switch) -> (the server's tree it was read from, leg): the part of a route
+        #: (server, constraints) -> access switch -> (the server's tree it was read from, leg): the part of a route
         #: every NAP behind one switch shares (read once per switch, not once per NAP; see :meth:`_leg`).
-        self._legs: dict[tuple[str, Constraints, str], tuple[Tree, _Leg]] = {}
+        self._legs: dict[tuple[str, Constraints], dict[str, tuple[Tree, _Leg]]] = {}
         self.views: dict[str, NapView] = {}
         self.interest: dict[str, frozenset[str] | None] = {}
         self._link_users: dict[str, set[str]] = {}
@@ -132,6 +165,7 @@ class PceCore:
         self.plan = lidlib.plan(topo)
         self._ilids.clear()
         self._routes.clear()
+        self._cids = {DEFAULT: 0}
         self._fids.clear()
         self._legs.clear()
         self._prefix_checks.clear()
@@ -146,16 +180,23 @@ class PceCore:
         if self.topology.links[link_id].down == (not up):
             return set()
         topo = self.topology.with_link_state(link_id, up)
-        engine = PathEngine(topo)
+        engine = PathEngine(topo, self.engine)
         self.engine.invalidate_link(link_id, up, engine)
         self.topology, self.engine = topo, engine
         if up:
             self._routes.clear()
+            self._cids = {DEFAULT: 0}
         else:
-            self._routes = {k: v for k, v in self._routes.items() if not any(link_id in r.links for r in v)}
+            self._routes = {k: v for k, v in self._routes.items() if link_id not in v.links}
         self.version += 1
-        candidates = set(self._link_users.get(link_id, set())) if not up else set(self.views)
-        return self.refresh(candidates)
+        if up:
+            return self.refresh(list(self.views))
+        # _link_users may still name NAPs whose view stopped using the link (see refresh): keep only current users.
+        view_links = self._view_links
+        users = self._link_users[link_id] = {
+            n for n in self._link_users.get(link_id, ()) if link_id in view_links.get(n, _NO_LINKS)
+        }
+        return self.refresh(users)
 
     # -- registrations --------------------------------------------------------------------------------------------
     def register(self, reg: Registration) -> set[str]:
@@ -186,88 +227,159 @@ class PceCore:
         """Routes from ``client`` to every server NAP of ``fqdn`` satisfying ``c``, best first (cached).
 
         ``servers`` (the registry's servers of ``fqdn``) may be passed by a caller that already has them."""
-        key = (client, fqdn, c)
-        cached = self._routes.get(key)
+        cached = self._routes.get((client, fqdn, 0 if c is DEFAULT else self._cid(c)))  # repeated queries: one lookup
+        return (cached or self._cached_routes(client, fqdn, c, servers)).routes
+
+    def _cid(self, c: Constraints) -> int:
+        if c is DEFAULT:
+            return 0
+        cid = self._cids.get(c)
+        if cid is None:
+            cid = self._cids[c] = len(self._cids)
+        return cid
+
+    def _cached_routes(self, client: str, fqdn: str, c: Constraints, servers: Sequence[str] | None = None) -> _Cached:
+        cached = self._routes.get((client, fqdn, self._cid(c)))
         if cached is None:
             if servers is None:
                 servers = self.registry.servers(fqdn)
-            cached = self._routes[key] = self._compute_routes(client, servers, fqdn, c)
+            cached = self._store_routes(client, fqdn, c, self._compute_routes(client, servers, fqdn, c))
         return cached
 
-    def _compute_routes(self, client: str, servers: Sequence[str], fqdn: str, c: Constraints) -> list[Route]:
+    def _store_routes(self, client: str, fqdn: str, c: Constraints, routes: list[Route]) -> _Cached:
+        # tuple.__new__: the named tuples' own __new__ is a Python-level function (thousands are built per failure)
+        cached = self._routes[(client, fqdn, self._cid(c))] = _new(
+            _Cached, (routes, _NO_LINKS.union(*[r.links for r in routes]))
+        )
+        return cached
+
+    def _constraints_for(self, fqdn: str, c: Constraints) -> Constraints:
         if c.traffic_class == "" and self.topology.classes:
             cls = self.topology.class_for(fqdn)
             if cls:
-                c = dataclasses.replace(c, traffic_class=cls)
+                return dataclasses.replace(c, traffic_class=cls)
+        return c
+
+    def _server_trees(self, servers: Sequence[str], fqdn: str, c: Constraints) -> list[_ServerTree]:
+        """(server, its tree, its legs) for plain constraints: what every client's routes to ``fqdn`` are read from."""
+        c = self._constraints_for(fqdn, c)
         out = []
-        if (
-            c.max_distance_km
-            or c.prefer_nodes
-            or c.prefer_links
-            or c.region
-            or c.avoid_nodes
-            or c.avoid_links
-            or c.max_hops
-        ):
+        for server in servers:
+            legs = self._legs.get((server, c))
+            if legs is None:
+                legs = self._legs[(server, c)] = {}
+            out.append((server, self.engine.tree(server, c), legs))
+        return out
+
+    def _compute_routes(
+        self,
+        client: str,
+        servers: Sequence[str],
+        fqdn: str,
+        c: Constraints,
+        trees: Sequence[_ServerTree] | None = None,
+    ) -> list[Route]:
+        if not c.plain:
+            c = self._constraints_for(fqdn, c)
             # Ranked by the searched (preference-biased) cost; each route reports its unbiased metric cost.
-            ranked = choose_server(self.engine, client, servers, c)
-            for _, server in ranked:
+            out = []
+            for _, server in choose_server(self.engine, client, servers, c):
                 path = self.engine.tree(client, c).path_to(server)
                 route = self._route(path[0], path[1], self.engine.metric_cost(path[1], c)) if path is not None else None
                 if route is not None:
                     out.append(route)
             return out
+        if trees is None:
+            trees = self._server_trees(servers, fqdn, c)
         nodes = self.topology.nodes
-        for server in servers:
-            tree = self.engine.tree(server, c)
-            if client not in tree.cost:
+        out = []
+        for server, tree, legs in trees:
+            cost = tree.cost.get(client)
+            if cost is None:
                 continue
             hop = tree.parent.get(client)
             if hop is not None and not tree.paths and nodes[hop[0]].kind == "switch":
-                route = self._route_via_leg(client, hop, self._leg(server, c, tree, hop[0]), tree.cost[client])
+                hit = legs.get(hop[0])
+                leg = hit[1] if hit is not None and hit[0] is tree else self._leg(server, legs, tree, hop[0])
+                route = leg.routes.get((client, hop[1], cost), _UNBUILT)
+                if route is _UNBUILT:
+                    route = self._route_via_leg(client, hop, leg, cost)
             else:
                 path = tree.path_to(client)
                 assert path is not None
-                route = self._route(path[0][::-1], path[1][::-1], tree.cost[client])
+                route = self._route(path[0][::-1], path[1][::-1], cost)
             if route is not None:
                 out.append(route)
-        out.sort(key=lambda r: (r.cost, r.server))
+        if len(out) > 1:
+            out.sort(key=_ROUTE_ORDER)
         return out
 
-    def _leg(self, server: str, c: Constraints, tree: Tree, switch: str) -> _Leg:
+    def _leg(self, server: str, legs: dict[str, tuple[Tree, _Leg]], tree: Tree, switch: str) -> _Leg:
         """What every client NAP behind ``switch`` shares on its route to ``server``: the node and link path from the
         switch to the server, the forward FID (the client NAP is no switch, so it adds no direction) and the reverse
-        directions up to the switch. Valid while the engine keeps the same tree object for (server, constraints); a
-        recomputed tree that still reaches the switch the same way keeps the leg (and the routes built on it)."""
-        key = (server, c, switch)
-        hit = self._legs.get(key)
-        if hit is not None and hit[0] is tree:
+        directions up to the switch. ``legs``: the legs of the server's trees under these constraints, by switch.
+
+        Valid while the engine keeps the same tree object; a tree repaired below a failed link keeps the legs of the
+        switches outside the repaired subtree (their paths did not move), and a recomputed tree that still reaches
+        the switch the same way keeps the leg (and the routes built on it)."""
+        hit = legs.get(switch)
+        if hit is not None and (hit[0] is tree or (tree.base is hit[0] and switch not in tree.moved)):
+            legs[switch] = (tree, hit[1])
             return hit[1]
         path = tree.path_to(switch)
         assert path is not None
         nodes, links = tuple(path[0][::-1]), tuple(path[1][::-1])
         if hit is not None and hit[1].nodes == nodes and hit[1].links == links:
-            self._legs[key] = (tree, hit[1])
+            legs[switch] = (tree, hit[1])
             return hit[1]
         forward = tuple(directions_of(self.engine, nodes))
         leg = _Leg(nodes, links, self._fid(forward, (server,)), tuple(directions_of(self.engine, nodes[::-1])))
-        if len(self._legs) > 200_000:
-            self._legs.clear()
-        self._legs[key] = (tree, leg)
+        legs[switch] = (tree, leg)
         return leg
 
     def _route_via_leg(self, client: str, hop: tuple[str, str], leg: _Leg, cost: float) -> Route | None:
         switch, access = hop
-        key = (client, access, cost)
-        if key in leg.routes:
-            return leg.routes[key]
         table, fid, ok = leg.forward
-        rtable, rfid, rok = self._reverse_fid(leg.backward, switch, client)
         route = None
-        if ok and rok:
-            route = Route(leg.nodes[-1], fid, rfid, cost, (client, *leg.nodes), (access, *leg.links), table, rtable)
-        leg.routes[key] = route
+        if ok:  # never issue a FID that could leak off its path (SFR-8); other servers remain
+            rtable, rfid, rok = self._leg_reverse_fid(leg, switch, client)
+            if rok:
+                route = _new(
+                    Route, (leg.nodes[-1], fid, rfid, cost, (client, *leg.nodes), (access, *leg.links), table, rtable)
+                )
+        leg.routes[(client, access, cost)] = route
         return route
+
+    def _leg_reverse_fid(self, leg: _Leg, switch: str, client: str) -> tuple[int, int, bool]:
+        """:meth:`_fid` of the leg's backward directions + (switch, client) to ``client``, from state the leg keeps
+        for every NAP behind its switch: in exact mode the backward FID (the OR of LIDs, as :func:`lids.fid_for`), in
+        Bloom mode each LID table's :class:`lids.PrefixCheck` (the same verdict as the full check)."""
+        plan = self.plan
+        if plan.exact:
+            table = plan.tables[0]
+            if leg.backward_fid < 0:
+                leg.backward_fid = lidlib.fid_for(table, leg.backward, ())
+            return 0, leg.backward_fid | table.lids.get((switch, client), 0) | table.ilids[client], True
+        checks = leg.checks
+        direction = (switch, client)
+        for i, table in enumerate(plan.tables):
+            if i == len(checks):
+                checks.append(self._prefix_check(leg.backward, switch, table))
+            fid, ok = lidlib.extension_fid(checks[i], direction, client)
+            if ok:
+                return table.index, fid, True
+        return self._fid((*leg.backward, direction), (client,))  # no table is leak-free: the full check decides
+
+    def _prefix_check(
+        self, prefix: tuple[tuple[str, str], ...], switch: str, table: lidlib.LidTable
+    ) -> lidlib.PrefixCheck:
+        ck = (prefix, switch, table.index)
+        check = self._prefix_checks.get(ck)
+        if check is None:
+            if len(self._prefix_checks) > 200_000:
+                self._prefix_checks.clear()
+            check = self._prefix_checks[ck] = lidlib.prefix_check(table, prefix, switch)
+        return check
 
     def _route(self, nodes: Sequence[str], links: Sequence[str], cost: float) -> Route | None:
         forward = directions_of(self.engine, nodes)
@@ -288,31 +400,6 @@ class PceCore:
             table, fid, ok = lidlib.choose_table(self.plan, tree, destinations)
             hit = self._fids[key] = (table.index, fid, ok)
         return hit
-
-    def _reverse_fid(self, prefix: tuple[tuple[str, str], ...], switch: str, client: str) -> tuple[int, int, bool]:
-        """:meth:`_fid` of ``prefix`` + (switch, client) to ``client``; in Bloom mode a miss is checked against the
-        prefix's shared false-positive state (one per switch and LID table) instead of walking the whole tree."""
-        tree = (*prefix, (switch, client))
-        key = (tree, (client,))
-        hit = self._fids.get(key)
-        if hit is not None:
-            return hit
-        if self.plan.exact:
-            return self._fid(tree, (client,))
-        for table in self.plan.tables:
-            ck = (prefix, switch, table.index)
-            check = self._prefix_checks.get(ck)
-            if check is None:
-                if len(self._prefix_checks) > 200_000:
-                    self._prefix_checks.clear()
-                check = self._prefix_checks[ck] = lidlib.prefix_check(table, prefix, switch)
-            fid, ok = lidlib.extension_fid(check, (switch, client), client)
-            if ok:
-                if len(self._fids) > 200_000:
-                    self._fids.clear()
-                hit = self._fids[key] = (table.index, fid, True)
-                return hit
-        return self._fid(tree, (client,))  # no table is leak-free: the full check picks the least bad one
 
     def resolve(self, client: str, fqdn: str, c: Constraints = DEFAULT) -> list[Route]:
         """ResolvePath: validated inputs, NotFound when nothing serves the name reachably."""
@@ -409,40 +496,59 @@ class PceCore:
 
     def view_of(self, nap_id: str) -> NapView:
         """Compute a NAP's view from scratch."""
-        return self._view(nap_id, _Batch.of(self.registry))
+        return self._view(nap_id, _Batch.of(self.registry))[0]
 
-    def _view(self, nap_id: str, batch: _Batch) -> NapView:
+    def _view(self, nap_id: str, batch: _Batch) -> tuple[NapView, frozenset[str]]:
+        """The NAP's view and every link it uses."""
         ilids = self._ilids.get(nap_id)
         if ilids is None:
             ilids = self._ilids[nap_id] = tuple(t.ilids.get(nap_id, 0) for t in self.plan.tables)
         wanted = self.interest.get(nap_id)
         fqdns = batch.fqdns if wanted is None else sorted(wanted)
-        routes = []
+        routes: list[tuple[str, tuple[Route, ...]]] = []
+        links = _NO_LINKS
         if nap_id in self.topology.nodes:
             for fqdn in fqdns:
                 servers = batch.servers.get(fqdn)
-                rs = [r for r in self.routes(nap_id, fqdn, DEFAULT, servers) if r.server != nap_id] if servers else []
+                if not servers:
+                    routes.append((fqdn, ()))
+                    continue
+                cached = self._routes.get((nap_id, fqdn, 0))  # 0: DEFAULT in _cids
+                if cached is None:
+                    trees = batch.trees.get(fqdn)
+                    if trees is None:
+                        trees = batch.trees[fqdn] = self._server_trees(servers, fqdn, DEFAULT)
+                    cached = self._store_routes(
+                        nap_id, fqdn, DEFAULT, self._compute_routes(nap_id, servers, fqdn, DEFAULT, trees)
+                    )
+                rs = cached.routes
+                if nap_id in servers:
+                    rs = [r for r in rs if r.server != nap_id]  # its own route has no links
                 routes.append((fqdn, tuple(rs)))
-        return NapView(ilids, tuple(routes), batch.local.get(nap_id, ()))
+                links = cached.links if not links else links | cached.links
+        return _new(NapView, (ilids, tuple(routes), batch.local.get(nap_id, ()))), links
 
     def refresh(self, naps: Iterable[str]) -> set[str]:
         """Recompute views of ``naps`` that have sessions; returns those whose view changed."""
         changed = set()
-        batch = _Batch.of(self.registry)  # registry reads shared by every NAP of this refresh
+        batch = _Batch.of(self.registry)  # registry reads and server trees shared by every NAP of this refresh
+        interest, views, view_links, link_users = self.interest, self.views, self._view_links, self._link_users
         for nap in list(naps):
-            if nap not in self.interest:
+            if nap not in interest:
                 continue
-            new = self._view(nap, batch)
-            old = self.views.get(nap)
-            if new != old:
-                new_links = frozenset(new.links())
-                old_links = self._view_links.get(nap, frozenset())
-                for link in old_links - new_links:
-                    self._link_users.get(link, set()).discard(nap)
-                for link in new_links - old_links:
-                    self._link_users.setdefault(link, set()).add(nap)
-                self.views[nap] = new
-                self._view_links[nap] = new_links
+            new, new_links = self._view(nap, batch)
+            if new != views.get(nap):
+                old_links = view_links.get(nap, _NO_LINKS)
+                if new_links is not old_links:
+                    # Links the view no longer uses keep the NAP in their user sets (set_link_state filters them
+                    # against _view_links): one update per new link instead of two per changed link.
+                    for link in new_links - old_links:
+                        users = link_users.get(link)
+                        if users is None:
+                            users = link_users[link] = set()
+                        users.add(nap)
+                views[nap] = new
+                view_links[nap] = new_links
                 changed.add(nap)
         return changed
 

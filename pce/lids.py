@@ -106,13 +106,10 @@ def false_positives(table: LidTable, fid: int, tree: Sequence[Direction]) -> lis
     """Directions leaving a switch on the tree, not on the tree, whose LID the FID contains (frames would leak)."""
     leaks = []
     out = table.out
-    seen: set[str] = set()
-    for node, _ in tree:
-        if node in seen:
-            continue
-        seen.add(node)
+    on_tree = set(tree)
+    for node in dict.fromkeys([n for n, _ in tree]):
         for lid, nbr in out.get(node, ()):
-            if fid & lid == lid and (node, nbr) not in tree:
+            if fid & lid == lid and (node, nbr) not in on_tree:
                 leaks.append((node, nbr))
     return sorted(leaks)
 
