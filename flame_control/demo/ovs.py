@@ -20,16 +20,13 @@ made inside a short ``entered()`` block (as nap_agent/netns.py does for the NAP'
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import secrets
 import shutil
 import signal
 import socket
 import subprocess
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,43 +35,17 @@ import yaml
 
 from flame_control.demo import scenario as sc
 from flame_control.demo.procs import ProcessGroup, free_port, wait_gone
+from nap_agent.netns import entered, tcp_socket
 
-CLONE_NEWNET = 0x40000000
 SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 TOOLS = ("ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ip", "ethtool")
 #: NAPs whose users live in their own namespace.
 NAMESPACED = frozenset(sc.ACCESS_NAPS)
 
 
-def _setns(fd: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
-
-
-@contextlib.contextmanager
-def entered(netns: str) -> Iterator[None]:
-    """Run the block in network namespace ``netns`` (an ``ip netns`` name). Root only."""
-    own = os.open(f"/proc/self/task/{threading.get_native_id()}/ns/net", os.O_RDONLY)
-    target = os.open(f"/var/run/netns/{netns}", os.O_RDONLY)
-    try:
-        _setns(target)
-        try:
-            yield
-        finally:
-            _setns(own)
-    finally:
-        os.close(target)
-        os.close(own)
-
-
 def socket_in(netns: str) -> socket.socket:
     """A non-blocking TCP socket in ``netns`` (for a player attached at a NAP in that namespace)."""
-    with entered(netns):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setblocking(False)
-    return sock
+    return tcp_socket(netns)
 
 
 def port_open_in(netns: str, port: int) -> bool:
