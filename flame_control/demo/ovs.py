@@ -78,7 +78,7 @@ def unavailable() -> str | None:
     return None
 
 
-def _run(*argv: str, env: dict[str, str] | None = None, check: bool = True) -> str:
+def run_tool(*argv: str, env: dict[str, str] | None = None, check: bool = True) -> str:
     proc = subprocess.run(list(argv), capture_output=True, text=True, env=env, timeout=30)
     if check and proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
@@ -147,7 +147,7 @@ class OvsBackend:
             ia, ib = f"{self.prefix}t{i}a", f"{self.prefix}t{i}b"
             self._veth(ia, ib)
             for sw, iface, port in ((a, ia, pa), (b, ib, pb)):
-                _run("ip", "link", "set", iface, "up")
+                run_tool("ip", "link", "set", iface, "up")
                 self.vsctl(
                     "add-port", self.bridges[sw], iface, "--", "set", "interface", iface, f"ofport_request={port}"
                 )
@@ -162,21 +162,21 @@ class OvsBackend:
         for k, (nap, (sw, port)) in enumerate(sorted(wires.naps.items())):
             outer, inner = f"{self.prefix}o{k}", f"{self.prefix}i{k}"
             self._veth(outer, inner)
-            _run("ip", "link", "set", outer, "up")
+            run_tool("ip", "link", "set", outer, "up")
             self.vsctl("add-port", self.bridges[sw], outer, "--", "set", "interface", outer, f"ofport_request={port}")
             if nap in NAMESPACED:
                 ns = f"{self.prefix}-{nap}"
-                _run("ip", "netns", "add", ns)
+                run_tool("ip", "netns", "add", ns)
                 self.namespaces[nap] = ns
-                _run("ip", "link", "set", inner, "netns", ns)
-                _run("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", check=False)
-                _run("ip", "-n", ns, "link", "set", "lo", "up")
-                _run("ip", "netns", "exec", ns, "ethtool", "-K", inner, "tx", "off", "rx", "off", "tso", "off",
+                run_tool("ip", "link", "set", inner, "netns", ns)
+                run_tool("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", check=False)
+                run_tool("ip", "-n", ns, "link", "set", "lo", "up")
+                run_tool("ip", "netns", "exec", ns, "ethtool", "-K", inner, "tx", "off", "rx", "off", "tso", "off",
                      "gso", "off", check=False)  # fmt: skip
-                _run("ip", "-n", ns, "link", "set", inner, "up")
+                run_tool("ip", "-n", ns, "link", "set", inner, "up")
             else:
-                _run("sysctl", "-qw", f"net.ipv6.conf.{inner}.disable_ipv6=1", check=False)
-                _run("ip", "link", "set", inner, "up")
+                run_tool("sysctl", "-qw", f"net.ipv6.conf.{inner}.disable_ipv6=1", check=False)
+                run_tool("ip", "link", "set", inner, "up")
             self.nap_ifaces[nap] = inner
 
     def pce_settings(self) -> dict[str, Any]:
@@ -214,9 +214,9 @@ class OvsBackend:
             with contextlib.suppress(Exception):
                 self.vsctl("--if-exists", "del-br", br)
         for ns in self.namespaces.values():
-            _run("ip", "netns", "del", ns, check=False)
+            run_tool("ip", "netns", "del", ns, check=False)
         for veth in self.veths:
-            _run("ip", "link", "del", veth, check=False)
+            run_tool("ip", "link", "del", veth, check=False)
         if self.rundir is not None:
             for daemon in ("ovs-vswitchd", "ovsdb-server"):
                 pidfile = self.rundir / f"{daemon}.pid"
@@ -237,13 +237,15 @@ class OvsBackend:
         return pids
 
     def vsctl(self, *args: str) -> str:
-        return _run("ovs-vsctl", "--timeout=10", *args, env=self.env)
+        return run_tool("ovs-vsctl", "--timeout=10", *args, env=self.env)
 
     def _veth(self, a: str, b: str) -> None:
-        _run("ip", "link", "add", a, "type", "veth", "peer", "name", b)
+        run_tool("ip", "link", "add", a, "type", "veth", "peer", "name", b)
         self.veths.append(a)
         for dev in (a, b):
-            _run("ethtool", "-K", dev, "tx", "off", "rx", "off", "tso", "off", "gso", "off", "gro", "off", check=False)
+            run_tool(
+                "ethtool", "-K", dev, "tx", "off", "rx", "off", "tso", "off", "gso", "off", "gro", "off", check=False
+            )
 
     def _start_ovs(self, run: Path) -> None:
         """A private ovsdb-server + ovs-vswitchd with all state in ``run`` (no systemd, no /etc)."""
@@ -253,13 +255,13 @@ class OvsBackend:
                     "OVS_SYSCONFDIR": str(run)}  # fmt: skip
         db = run / "conf.db"
         db.unlink(missing_ok=True)
-        _run("ovsdb-tool", "create", str(db), str(SCHEMA), env=self.env)
-        _run(
+        run_tool("ovsdb-tool", "create", str(db), str(SCHEMA), env=self.env)
+        run_tool(
             "ovsdb-server", str(db), f"--remote=punix:{run}/db.sock", f"--pidfile={run}/ovsdb-server.pid",
             f"--log-file={run}/ovsdb-server.log", "--detach", env=self.env,
         )  # fmt: skip
-        _run("ovs-vsctl", "--no-wait", "init", env=self.env)
-        _run(
+        run_tool("ovs-vsctl", "--no-wait", "init", env=self.env)
+        run_tool(
             "ovs-vswitchd", f"unix:{run}/db.sock", f"--pidfile={run}/ovs-vswitchd.pid",
             f"--log-file={run}/ovs-vswitchd.log", "--detach", env=self.env,
         )  # fmt: skip

@@ -19,6 +19,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flame_control.demo.ovs import run_tool as _run
+
 SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 
 
@@ -32,13 +34,6 @@ def available() -> str | None:
     if not SCHEMA.exists():
         return f"{SCHEMA} missing"
     return None
-
-
-def _run(*argv: str, env: dict[str, str] | None = None, check: bool = True) -> str:
-    proc = subprocess.run(list(argv), capture_output=True, text=True, env=env, timeout=30)
-    if check and proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
-    return proc.stdout
 
 
 @dataclass
