@@ -60,7 +60,7 @@ def unavailable() -> str | None:
     try:
         import docker  # noqa: F401
     except ImportError:
-        return "docker SDK not installed (pip install 'flame-control[full]')"
+        return "docker SDK not installed (a runtime dependency of flame-control: reinstall it)"
     return None
 
 

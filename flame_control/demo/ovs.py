@@ -74,7 +74,7 @@ def unavailable() -> str | None:
     try:
         import os_ken  # noqa: F401
     except ImportError:
-        return "os-ken not installed (pip install 'flame-control[full]')"
+        return "os-ken not installed (a runtime dependency of flame-control: reinstall it)"
     return None
 
 

@@ -223,11 +223,8 @@ def tosca_problems(
     target_ok: Callable[[str], bool],
 ) -> list[Problem]:
     """TOSCA grammar problems found by tosca-parser on a copy with stand-in FLAME properties and the profile import."""
-    try:
-        from toscaparser.common.exception import ExceptionCollector
-        from toscaparser.tosca_template import ToscaTemplate
-    except ImportError:  # pragma: no cover - tosca-parser is in the [full] extra
-        return []
+    from toscaparser.common.exception import ExceptionCollector  # a runtime dependency, imported when first needed
+    from toscaparser.tosca_template import ToscaTemplate
     tpl = copy.copy(dict(doc))
     tpl["imports"] = [str(PROFILE_PATH)]
     if tpl.get("tosca_definitions_version") not in VERSIONS:

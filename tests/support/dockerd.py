@@ -34,7 +34,7 @@ def require_dockerd() -> str:
     try:
         import docker  # noqa: F401
     except ImportError:
-        pytest.skip("docker SDK not installed (pip install 'flame-control[full]')")
+        pytest.skip("docker SDK not installed (a runtime dependency of flame-control: reinstall it)")
     return binary
 
 
