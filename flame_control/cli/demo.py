@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flame_control.demo import scenario as sc
+from flame_control.runtime.startup import make_private, private_umask
 
 if TYPE_CHECKING:
     from flame_control.demo.docker import DemoVim
@@ -89,6 +90,9 @@ def run(args: argparse.Namespace) -> int:
         vim=vim,
     )
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    private_umask()  # logs, stores and keys of the demo and of every child it starts: 0600 files, 0700 directories
+    if args.state_dir is not None:
+        make_private(args.state_dir)
     summary = asyncio.run(run_demo(opts, backend, make_view()))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

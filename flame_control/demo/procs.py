@@ -81,6 +81,18 @@ class Proc:
         """The end of its output."""
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
 
+    def exit_report(self, what: str) -> str:
+        """``<name> <what>: <its last error line, whole>`` on the first line, then where its log is and its tail
+        (issue 11: the demo's summary shows the first line in full)."""
+        tail = self.tail()
+        return f"{self.name} {what}: {last_line(tail) or '(no output)'}\n(log: {self.log})\n{tail}"
+
+
+def last_line(text: str) -> str:
+    """The last non-blank line of a process's output: a Python traceback's exception, a FLAME start-up failure's
+    one-line reason."""
+    return next((line.strip() for line in reversed(text.splitlines()) if line.strip()), "")
+
 
 @dataclass
 class ProcessGroup:
@@ -120,9 +132,9 @@ class ProcessGroup:
         deadline = time.monotonic() + timeout
         while not ready():
             if proc.popen.poll() is not None:
-                raise StartError(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.tail()}")
+                raise StartError(proc.exit_report(f"exited with {proc.popen.returncode}"))
             if time.monotonic() > deadline:
-                raise StartError(f"{proc.name} not ready after {timeout:.0f}s:\n{proc.tail()}")
+                raise StartError(proc.exit_report(f"not ready after {timeout:.0f}s"))
             time.sleep(0.05)
 
     def crashed(self) -> list[Proc]:

@@ -219,7 +219,8 @@ def summary_table(s: Mapping[str, Any]) -> str:
             f"{kill.get('errors', 0)} clean errors"
         )
     for c in s["crashed"]:
-        lines.append(f"  CRASHED: {c['name']} (pid {c['pid']}, exit {c['code']})")
+        last = f": {c['last_line']}" if c.get("last_line") else ""
+        lines.append(f"  CRASHED: {c['name']} (pid {c['pid']}, exit {c['code']}){last}")
     lines.append("")
     lines.append(f"  {'KPI':<6} {'measured':<58} target")
     for kid, fig in s["kpis"].items():
@@ -232,7 +233,10 @@ def summary_table(s: Mapping[str, Any]) -> str:
     left = s["processes"]["left_running"]
     lines.append(f"  processes started {len(s['processes']['started'])}, left running {len(left)}")
     if s["error"]:
-        lines.append(f"  error: {s['error'][:500]}")
+        # The first line whole (it names the failing component and its last error line), then the end of the rest.
+        first, _, rest = s["error"].partition("\n")
+        lines.append(f"  error: {first}")
+        lines.extend(f"    {line}" for line in rest.splitlines()[-8:])
     return "\n".join(lines)
 
 

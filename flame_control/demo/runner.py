@@ -32,7 +32,7 @@ from flame_control.demo.clients import Player, fetch_once
 from flame_control.demo.docker import DemoVim
 from flame_control.demo.fabrics import Backend
 from flame_control.demo.platform import Platform
-from flame_control.demo.procs import StartError, kill_pid, pid_alive
+from flame_control.demo.procs import StartError, kill_pid, last_line, pid_alive
 from flame_control.demo.view import LiveState, View
 from flame_control.vim.media_server import DEFAULT_SEGMENT_SIZE, expected_segment
 
@@ -152,8 +152,8 @@ class Demo:
             yield p
         except BaseException as exc:
             p.ok = False
-            if isinstance(exc, DemoFailure):
-                p.detail = str(exc)
+            if isinstance(exc, DemoFailure | StartError):
+                p.detail = str(exc).partition("\n")[0]  # a StartError's first line: the component's last error line
             raise
         else:
             p.ok = True
@@ -215,11 +215,13 @@ class Demo:
             await asyncio.sleep(0.3)
             crashed = self.group.crashed()
             if crashed:
-                self.crash = [{"name": p.name, "pid": p.pid, "code": p.popen.returncode} for p in crashed]
+                self.crash = [
+                    {"name": p.name, "pid": p.pid, "code": p.popen.returncode, "last_line": last_line(p.tail())}
+                    for p in crashed
+                ]
                 for p in crashed:
                     p.expected_exit = True
-                    code = p.popen.returncode
-                    self.view.event(f"component {p.name} (pid {p.pid}) exited with {code}:\n{p.tail(800)}")
+                    self.view.event(p.exit_report(f"(pid {p.pid}) exited with {p.popen.returncode}"))
                 if self._main is not None:
                     self._main.cancel()
                 return

@@ -225,6 +225,7 @@ def tosca_problems(
     """TOSCA grammar problems found by tosca-parser on a copy with stand-in FLAME properties and the profile import."""
     from toscaparser.common.exception import ExceptionCollector  # a runtime dependency, imported when first needed
     from toscaparser.tosca_template import ToscaTemplate
+
     tpl = copy.copy(dict(doc))
     tpl["imports"] = [str(PROFILE_PATH)]
     if tpl.get("tosca_definitions_version") not in VERSIONS:

@@ -37,6 +37,9 @@ class ListenConfig(Strict):
     host: str = "127.0.0.1"
     #: Port per service key; missing keys use registry.DEFAULT_PORTS. 0 picks a free port.
     ports: dict[str, int] = Field(default_factory=dict)
+    #: A host beyond loopback with authentication off (no auth.enabled, no mutual TLS) is refused at start unless
+    #: this is true; then every start logs a warning.
+    allow_insecure: bool = False
 
     def port(self, key: str) -> int:
         """The configured port of a service."""
@@ -139,6 +142,13 @@ def _flag_overrides(sets: Iterable[str]) -> list[tuple[list[str], Any]]:
     return out
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line: what is wrong and where (line/column 1-based)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else str(problem)
+
+
 def _format_errors(err: ValidationError, prefix: str = "") -> list[str]:
     lines = []
     for e in err.errors():
@@ -167,8 +177,10 @@ def load_config(
     if path is not None:
         try:
             loaded = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{path}: {exc}") from exc
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from exc
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
         tree = loaded
@@ -178,7 +190,7 @@ def load_config(
     try:
         config = FlameConfig.model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(_format_errors(exc))) from exc
+        raise ConfigError("invalid configuration: " + "; ".join(_format_errors(exc))) from exc
     for key in config.services:
         if key not in SERVICE_MODULES:
             problems.append(f"services.{key}: unknown service (known: {', '.join(SERVICE_MODULES)})")
@@ -192,5 +204,5 @@ def load_config(
         except ValidationError as exc:
             problems += _format_errors(exc, f"services.{key}.")
     if problems:
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+        raise ConfigError("invalid configuration: " + "; ".join(problems))
     return config, settings

@@ -24,6 +24,7 @@ from flame_control.runtime.idempotency import IdempotencyCache
 from flame_control.runtime.interceptor import RuntimeInterceptor
 from flame_control.runtime.registry import SERVICE_MODULES
 from flame_control.runtime.service import ServiceContext, ServiceSpec
+from flame_control.runtime.startup import StartupError, check_port_free, os_error_line
 
 log = logging.getLogger("flame.runtime")
 
@@ -152,12 +153,22 @@ class ServiceHost:
         reflection.enable_server_reflection((spec.name, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         address = f"{self.config.listen.host}:{port}"
         creds = auth.server_credentials(self.config.tls)
-        bound = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
+        # Checked again right before binding: gRPC's own bind failure is a bare RuntimeError plus a C-core log line.
+        check_port_free(self.config.listen.host, port, f"{key}: gRPC port (listen.ports.{key})")
+        try:
+            bound = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
+        except RuntimeError:
+            bound = 0
         if bound == 0:
-            raise OSError(f"{key}: cannot listen on {address}")
+            await server.stop(None)
+            raise StartupError(f"{key}: cannot listen on {address}")
         await server.start()
         if spec.on_start is not None:
-            await spec.on_start()
+            try:
+                await spec.on_start()
+            except BaseException:
+                await server.stop(None)  # not yet in self.running, so stop() would not reach it
+                raise
         for name in ("", spec.name):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.running[key] = _Running(spec, server, health_servicer, bound)
@@ -165,10 +176,19 @@ class ServiceHost:
         return int(bound)
 
     async def start(self, keys: Iterable[str]) -> dict[str, int]:
-        """Build and start the services named by ``keys``; returns key -> port."""
+        """Build and start the services named by ``keys``; returns key -> port. Every gRPC port is checked before
+        any service is built; a port in use or another bind failure is a StartupError naming the service."""
+        keys = list(keys)
+        for key in keys:
+            check_port_free(
+                self.config.listen.host, self.config.listen.port(key), f"{key}: gRPC port (listen.ports.{key})"
+            )
         ports = {}
         for key in keys:
-            ports[key] = await self.start_spec(key, self.build(key), self.config.listen.port(key))
+            try:
+                ports[key] = await self.start_spec(key, self.build(key), self.config.listen.port(key))
+            except OSError as exc:
+                raise StartupError(f"{key}: {os_error_line(exc)}") from exc
         return ports
 
     async def stop(self) -> None:

@@ -185,7 +185,11 @@ class EmulatedDriver(asyncio.DatagramProtocol):
         """Open the UDP socket; returns the bound port."""
         loop = asyncio.get_running_loop()
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind((self.host, self.port))
+        try:
+            sock.bind((self.host, self.port))
+        except OSError as exc:  # name the port: "Address already in use" alone does not say which (issue 11)
+            sock.close()
+            raise OSError(exc.errno, f"emulated fabric UDP port {self.host}:{self.port}: {exc.strerror}") from None
         set_socket_buffers(sock)
         transport, _ = await loop.create_datagram_endpoint(lambda: self, sock=sock)
         self.transport = transport

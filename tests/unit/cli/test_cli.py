@@ -52,7 +52,7 @@ def test_token_new_prints_token_once_and_only_its_hash_in_config(capsys: pytest.
 
 def test_unknown_service_in_services_flag_is_refused() -> None:
     assert parse_services("pce,clmc") == ["pce", "clmc"]
-    with pytest.raises(SystemExit, match="unknown service"):
+    with pytest.raises(ValueError, match="unknown service"):
         parse_services("pce,dns")
 
 
