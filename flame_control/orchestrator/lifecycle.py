@@ -14,6 +14,7 @@ to the CLMC as a config event (CLMC-4).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import random
@@ -41,6 +42,10 @@ log = logging.getLogger("flame.orchestrator")
 
 S = orchestrator_pb2
 FAILED_STATE = common_pb2.ENDPOINT_STATE_FAILED
+
+
+#: Template parsing and validation (CPU-bound) run here, off the event loop; two at once at most.
+_VALIDATION_POOL = concurrent.futures.ThreadPoolExecutor(2, "orchestrator-validate")
 
 
 def errors_of(problems: list[Problem]) -> list[Problem]:
@@ -114,20 +119,29 @@ class Lifecycle:
     # --- validation and placement ----------------------------------------------------------------------------------
 
     async def check(self, text: str, *, updating: str = "") -> tuple[ServiceTemplate | None, list[Problem]]:
-        """Parse + validate against the catalogue and the deployed state (ORCH-2, ORCH-7); nothing changes."""
-        tpl, problems = parse_template(text)
-        if tpl is None:
-            return None, problems
-        problems = problems + validate(
-            tpl,
-            self.catalogue(),
-            self.deployed(),
-            updating=bool(updating),
-            known_metrics=await self.known_metrics(),
-            placements=self.placements(),
-            default_vim=self.default_vim,
-        )
-        return tpl, problems
+        """Parse + validate against the catalogue and the deployed state (ORCH-2, ORCH-7); nothing changes.
+
+        The work runs on the validation pool, never on the event loop (issue 14: a 2,000-endpoint template used to
+        stall every other RPC of the process); the inputs are taken on the loop first."""
+        known = await self.known_metrics()
+        catalogue, deployed, placements = self.catalogue(), self.deployed(), self.placements()
+        loop = asyncio.get_running_loop()
+
+        def work() -> tuple[ServiceTemplate | None, list[Problem]]:
+            tpl, problems = parse_template(text)
+            if tpl is None:
+                return None, problems
+            return tpl, problems + validate(
+                tpl,
+                catalogue,
+                deployed,
+                updating=bool(updating),
+                known_metrics=known,
+                placements=placements,
+                default_vim=self.default_vim,
+            )
+
+        return await loop.run_in_executor(_VALIDATION_POOL, work)
 
     def _place(self, tpl: ServiceTemplate, exclude: str = "", keep: dict[str, str] | None = None) -> dict[str, str]:
         cat = self.catalogue()

@@ -21,7 +21,9 @@ from flame_control.api.flame.clmc.v1 import model_pb2
 from flame_control.api.flame.nap.v1 import nap_pb2, nap_pb2_grpc
 from flame_control.api.flame.pce.v1 import pce_pb2, pce_pb2_grpc
 from flame_control.sfemc.endpoints import EndpointRecord
+from flame_control.sfemc.vim_calls import CallTimedOut, VimCalls
 from flame_control.vim.base import InstanceSpec, InstanceStatus, VimDriver, VimError, VimErrorKind
+from flame_control.vim.ports import accepts
 
 _VIM_FAILURE = {
     VimErrorKind.PLACEMENT: model_pb2.FAILURE_CATEGORY_PLACEMENT,
@@ -29,6 +31,12 @@ _VIM_FAILURE = {
     VimErrorKind.CONTROL_PLANE: model_pb2.FAILURE_CATEGORY_CONTROL_PLANE,
     VimErrorKind.NOT_FOUND: model_pb2.FAILURE_CATEGORY_PLACEMENT,
 }
+
+
+def tcp_answers(address: str) -> bool:
+    """Does something accept TCP connections at ``host:port``?"""
+    host, _, port = address.rpartition(":")
+    return bool(host) and port.isdigit() and accepts(host, int(port))
 
 
 class StepFailed(Exception):
@@ -47,6 +55,8 @@ class Timeouts:
     boot_s: float = 60.0
     stop_s: float = 30.0
     connect_s: float = 10.0
+    #: Health probes (VIM status, the endpoint's TCP answer).
+    probe_s: float = 5.0
 
 
 class Actuator:
@@ -59,9 +69,12 @@ class Actuator:
         pce: Callable[[], grpc.aio.Channel],
         nap_admin: Callable[[str], grpc.aio.Channel | None],
         image_reference: Callable[[str, str], str],
+        calls: VimCalls | None = None,
     ) -> None:
         self.vims, self.timeouts, self.pce, self.nap_admin = vims, timeouts, pce, nap_admin
         self.image_reference = image_reference
+        #: Per-VIM pools with per-service slots (issue 14: a hung service cannot starve another).
+        self.calls = calls or VimCalls()
 
     def _vim(self, rec: EndpointRecord) -> VimDriver:
         vim = self.vims.get(rec.spec.vim)
@@ -72,11 +85,20 @@ class Actuator:
     def _timeouts(self, rec: EndpointRecord) -> Timeouts:
         return self.timeouts.get(rec.spec.vim, Timeouts())
 
-    async def _call(self, seconds: float, what: str, fn: Callable[..., object], *args: object) -> object:
+    async def _call(
+        self,
+        rec: EndpointRecord,
+        seconds: float,
+        what: str,
+        fn: Callable[..., object],
+        *args: object,
+        probe: bool = False,
+    ) -> object:
+        """A blocking VIM call on the VIM's own pool within the endpoint's media service slots (vim_calls)."""
         try:
-            return await asyncio.wait_for(asyncio.to_thread(fn, *args), seconds)
-        except TimeoutError as exc:
-            raise StepFailed(model_pb2.FAILURE_CATEGORY_TIMEOUT, f"{what} did not finish within {seconds:g} s") from exc
+            return await self.calls.run(rec.spec.vim, rec.media_service, seconds, fn, *args, probe=probe)
+        except CallTimedOut as exc:
+            raise StepFailed(model_pb2.FAILURE_CATEGORY_TIMEOUT, f"{what}: {exc}") from exc
         except VimError as exc:
             raise StepFailed(_VIM_FAILURE[exc.kind], f"{what}: {exc}") from exc
 
@@ -102,13 +124,13 @@ class Actuator:
             environment=env,
             site=rec.spec.site,
         )
-        inst = await self._call(self._timeouts(rec).place_s, "placing", vim.create, spec)
+        inst = await self._call(rec, self._timeouts(rec).place_s, "placing", vim.create, spec)
         assert hasattr(inst, "instance_id")
         return str(inst.instance_id)
 
     async def boot(self, rec: EndpointRecord) -> str:
         """Start the instance; returns the address it serves on once it answers."""
-        inst = await self._call(self._timeouts(rec).boot_s, "booting", self._vim(rec).start, rec.instance_id)
+        inst = await self._call(rec, self._timeouts(rec).boot_s, "booting", self._vim(rec).start, rec.instance_id)
         address = str(getattr(inst, "address", ""))
         if not address:
             raise StepFailed(model_pb2.FAILURE_CATEGORY_BOOT, "the VIM reported no address for the running instance")
@@ -116,16 +138,27 @@ class Actuator:
 
     async def stop(self, rec: EndpointRecord) -> None:
         """Stop the instance (keeps it placed)."""
-        await self._call(self._timeouts(rec).stop_s, "stopping", self._vim(rec).stop, rec.instance_id)
+        await self._call(rec, self._timeouts(rec).stop_s, "stopping", self._vim(rec).stop, rec.instance_id)
 
     async def remove(self, rec: EndpointRecord) -> None:
         """Delete the instance (no error when it is gone)."""
         if rec.instance_id:
-            await self._call(self._timeouts(rec).stop_s, "removing", self._vim(rec).delete, rec.instance_id)
+            await self._call(rec, self._timeouts(rec).stop_s, "removing", self._vim(rec).delete, rec.instance_id)
+
+    async def answers(self, rec: EndpointRecord) -> bool:
+        """Does the endpoint itself accept TCP connections (on the VIM's probe pool)?"""
+        try:
+            return bool(
+                await self._call(rec, self._timeouts(rec).probe_s, "probe", tcp_answers, rec.address, probe=True)
+            )
+        except StepFailed:
+            return False
 
     async def running(self, rec: EndpointRecord) -> tuple[bool, str]:
         """Is the instance still running? (health check of booted/connected endpoints); (ok, detail)."""
-        inst = await self._call(self._timeouts(rec).stop_s, "status", self._vim(rec).get, rec.instance_id)
+        inst = await self._call(
+            rec, self._timeouts(rec).probe_s, "status", self._vim(rec).get, rec.instance_id, probe=True
+        )
         if inst is None:
             return False, "the instance disappeared from the VIM"
         status = getattr(inst, "status", None)

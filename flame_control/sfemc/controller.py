@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -28,7 +29,6 @@ from flame_control.clmc_events import ConfigEventPublisher, config_event
 from flame_control.sfemc import states
 from flame_control.sfemc.actuator import Actuator, StepFailed
 from flame_control.sfemc.endpoints import EndpointRecord, EndpointTable
-from flame_control.vim.ports import accepts
 
 log = logging.getLogger("flame.sfemc.controller")
 
@@ -36,12 +36,6 @@ UNPLACED = common_pb2.ENDPOINT_STATE_UNPLACED
 FAILED = common_pb2.ENDPOINT_STATE_FAILED
 BOOTED = common_pb2.ENDPOINT_STATE_BOOTED
 CONNECTED = common_pb2.ENDPOINT_STATE_CONNECTED
-
-
-def answers(address: str) -> bool:
-    """Does something accept TCP connections at ``host:port``?"""
-    host, _, port = address.rpartition(":")
-    return bool(host) and port.isdigit() and accepts(host, int(port))
 
 
 def state_name(state: int) -> str:
@@ -66,7 +60,10 @@ class Controller:
     desired: Callable[[EndpointRecord], int]
     #: Who registers an endpoint's FQDN at the PCE: the owner of the name's zone (a delegate registers on its behalf).
     owner_of: Callable[[EndpointRecord], str]
-    max_parallel: int = 8
+    #: Endpoint steps in flight at once, all media services together.
+    max_parallel: int = 64
+    #: Endpoint steps in flight at once for one media service (a service whose steps hang keeps only these).
+    max_parallel_per_service: int = 4
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
     health_interval_s: float = 2.0
@@ -77,6 +74,8 @@ class Controller:
     _inflight: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _retry: dict[str, _Retry] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
+    #: Health probes in flight (one per endpoint at most); they run beside the loop, never inside it.
+    _probing: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _last_health: float = 0.0
     #: Endpoints removed from the table (their last message for watchers has been sent).
     removed: int = 0
@@ -111,12 +110,13 @@ class Controller:
         self.table.save()
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._task, *self._inflight.values()) if t is not None]
+        tasks = [t for t in (self._task, *self._inflight.values(), *self._probing.values()) if t is not None]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._task = None
         self._inflight.clear()
+        self._probing.clear()
 
     def wake(self) -> None:
         self._wake.set()
@@ -222,15 +222,21 @@ class Controller:
                 self.reconcile_once()
                 if self.mono() - self._last_health >= self.health_interval_s:
                     self._last_health = self.mono()
-                    await self._health_check()
+                    self._start_probes()
             except Exception:
                 log.exception("reconcile pass failed")
 
     def reconcile_once(self) -> None:
         """Start the next step of every endpoint that needs one (and is not busy or backing off)."""
         now = self.mono()
+        per_service: dict[str, int] = {}
+        for rec in self.table.endpoints.values():
+            if rec.id in self._inflight:
+                per_service[rec.media_service] = per_service.get(rec.media_service, 0) + 1
         for rec in list(self.table.endpoints.values()):
             if rec.id in self._inflight or len(self._inflight) >= self.max_parallel:
+                continue
+            if per_service.get(rec.media_service, 0) >= self.max_parallel_per_service:
                 continue
             retry = self._retry.get(rec.id)
             if retry is not None and now < retry.not_before:
@@ -253,6 +259,7 @@ class Controller:
                     self.transition(rec, rec.resume_from, "recovered")
                 continue
             self._inflight[rec.id] = asyncio.get_running_loop().create_task(self._run(rec, step))
+            per_service[rec.media_service] = per_service.get(rec.media_service, 0) + 1
 
     def _drop(self, rec: EndpointRecord) -> None:
         del self.table.endpoints[rec.id]
@@ -312,39 +319,69 @@ class Controller:
         elif action is states.Action.REMOVE:
             await a.remove(rec)
 
-    async def _health_check(self) -> None:
-        """Booted/connected endpoints whose instance stopped running: unregister, then let them boot again."""
+    def _start_probes(self) -> None:
+        """One health probe task per booted/connected endpoint not probed already (never awaited by the loop)."""
+        loop = asyncio.get_running_loop()
         for rec in list(self.table.endpoints.values()):
             if rec.state not in (BOOTED, CONNECTED) or rec.id in self._inflight or not rec.instance_id:
                 continue
+            if rec.id in self._probing:
+                continue
+            task = loop.create_task(self._probe(rec))
+            self._probing[rec.id] = task
+            task.add_done_callback(functools.partial(self._probe_done, rec.id))
+
+    def _probe_done(self, endpoint_id: str, _task: asyncio.Task[None]) -> None:
+        self._probing.pop(endpoint_id, None)
+
+    def _unchanged(self, rec: EndpointRecord, state: int) -> bool:
+        """After an await: is the endpoint still the one probed (in the table, same state, no step started)?"""
+        return self.table.endpoints.get(rec.id) is rec and rec.state == state and rec.id not in self._inflight
+
+    async def _probe(self, rec: EndpointRecord) -> None:
+        """Booted/connected endpoint whose instance stopped running: unregister, then let it boot again."""
+        state = rec.state
+        try:
             try:
                 ok, detail = await self.actuator.running(rec)
             except StepFailed as exc:
                 # The VIM cannot tell (daemon or API down): ask the endpoint itself. An endpoint that still answers
                 # keeps serving; one that does not is no longer shown as running.
-                if await asyncio.to_thread(answers, rec.address):
+                if await self.actuator.answers(rec):
                     log.warning("VIM of %s unreachable, endpoint still answers: %s", rec.id, exc)
-                    continue
+                    return
                 ok, detail = False, f"VIM unreachable ({exc}) and the endpoint does not answer"
+            if not self._unchanged(rec, state):
+                return
             if ok and rec.state == CONNECTED:
                 try:
                     if not await self.actuator.registered(rec):
+                        if not self._unchanged(rec, state):
+                            return
                         # The PCE lost it (restarted, or the NAP went away): connect again.
                         rec.resume_from = BOOTED
                         rec.last_error = "registration lost at the PCE"
                         self.transition(rec, FAILED, rec.last_error, model_pb2.FAILURE_CATEGORY_CONNECTIVITY)
+                        self.wake()
                 except StepFailed as exc:
                     log.warning("registration check of %s failed: %s", rec.id, exc)
-                continue
+                return
             if ok:
-                continue
+                return
             if rec.state == CONNECTED:
                 try:
                     await self.actuator.disconnect(rec)
                 except StepFailed as exc:
                     log.warning("could not withdraw %s after its instance died: %s", rec.id, exc)
+                if not self._unchanged(rec, state):
+                    return
             rec.last_error = f"instance stopped running: {detail}"
             rec.resume_from = common_pb2.ENDPOINT_STATE_PLACED
             rec.address = ""
             self.transition(rec, FAILED, rec.last_error, model_pb2.FAILURE_CATEGORY_BOOT)
             self._backoff(rec.id)
+            self.wake()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("health probe of %s crashed", rec.id)

@@ -29,6 +29,7 @@ from flame_control.sfemc.controller import Controller
 from flame_control.sfemc.decision import policies_from_proto, policy_problems
 from flame_control.sfemc.decisions_host import PolicyHost
 from flame_control.sfemc.endpoints import EndpointRecord, EndpointTable, ServiceRecord, endpoint_id, needs_new_instance
+from flame_control.sfemc.vim_calls import Bounds, VimCalls
 from flame_control.vim.base import VimDriver
 
 log = logging.getLogger("flame.sfemc")
@@ -51,6 +52,14 @@ class VimSettings(BaseModel):
     boot_timeout_s: float = Field(default=60.0, gt=0)
     stop_timeout_s: float = Field(default=30.0, gt=0)
     connect_timeout_s: float = Field(default=10.0, gt=0)
+    #: Health probes of running endpoints (VIM status, the endpoint's TCP answer).
+    probe_timeout_s: float = Field(default=5.0, gt=0)
+    #: Threads for this VIM's steps (all media services together; issue 14 isolation).
+    step_workers: int = Field(default=16, ge=1)
+    #: Step threads one media service may hold on this VIM at once.
+    service_slots: int = Field(default=4, ge=1)
+    #: Threads for this VIM's health probes (separate from steps, so probes never wait behind slow boots).
+    probe_workers: int = Field(default=8, ge=1)
     #: docker: the daemon's URL (e.g. unix:///run/docker.sock).
     docker_url: str = ""
     #: docker: network mode of endpoint containers ("host": reachable by the NAP on this machine).
@@ -72,8 +81,10 @@ class Settings(BaseModel):
     vims: dict[str, VimSettings] = Field(default_factory=lambda: {"process": VimSettings()})
     #: NAP id -> host:port of its NAP agent's admin service (endpoints are registered through it when known).
     nap_admin: dict[str, str] = Field(default_factory=dict)
-    #: Endpoint steps run at once.
-    max_parallel: int = Field(default=8, ge=1)
+    #: Endpoint steps run at once (all media services).
+    max_parallel: int = Field(default=64, ge=1)
+    #: Endpoint steps run at once for one media service (a service whose boots hang keeps only these busy).
+    max_parallel_per_service: int = Field(default=4, ge=1)
     #: Seconds between two polls of metric triggers (SFEMC-3).
     metric_poll_s: float = Field(default=1.0, gt=0)
     #: Seconds between two health checks of running endpoints.
@@ -157,12 +168,20 @@ class SfemcServicer(sfemc_pb2_grpc.SfemcServiceServicer):
         self.actuator = Actuator(
             self.vims,
             {
-                n: Timeouts(s.place_timeout_s, s.boot_timeout_s, s.stop_timeout_s, s.connect_timeout_s)
+                n: Timeouts(
+                    s.place_timeout_s, s.boot_timeout_s, s.stop_timeout_s, s.connect_timeout_s, s.probe_timeout_s
+                )
                 for n, s in settings.vims.items()
             },
             lambda: ctx.channel_to("pce"),
             nap_admin,
             self._image_reference,
+            VimCalls(
+                {
+                    n: Bounds(s.step_workers, min(s.service_slots, s.step_workers), s.probe_workers)
+                    for n, s in settings.vims.items()
+                }
+            ),
         )
         self.controller = Controller(
             self.table,
@@ -171,6 +190,7 @@ class SfemcServicer(sfemc_pb2_grpc.SfemcServiceServicer):
             desired=self.desired,
             owner_of=self._registrant,
             max_parallel=settings.max_parallel,
+            max_parallel_per_service=settings.max_parallel_per_service,
             health_interval_s=settings.health_interval_s,
         )
         self.clmc = ClmcLink(
@@ -199,6 +219,7 @@ class SfemcServicer(sfemc_pb2_grpc.SfemcServiceServicer):
         await self.clmc.stop()
         await self.controller.stop()
         await self.events.stop()
+        self.actuator.calls.close()
         for vim in self.vims.values():
             vim.close()
 

@@ -100,26 +100,6 @@ def instance_dirs(cp: ControlPlane) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir()) if root.exists() else []
 
 
-@pytest.fixture
-def cp(procs: ProcessGroup) -> Iterator[ControlPlane]:
-    plane = start_control_plane(procs, naps=("nap-dc", "nap-edge-a1", "nap-edge-a2", "nap-edge-b1"))
-    try:
-        # The catalogue is applied at start (services.orchestrator.catalogue_file).
-        wait("catalogue applied", lambda: cp_sites(plane) == 3)
-        wait("topology at the PCE", lambda: plane.pce.GetTopology(pce_pb2.GetTopologyRequest(), timeout=5).version)
-        yield plane
-    finally:
-        # Endpoint instances outlive their controller on purpose (adoption after a crash): remove them here.
-        procs.stop_all()
-        vim = ProcessVim(plane.state_dir / "sfemc" / "process-vim")
-        for inst in vim.list():
-            vim.delete(inst.instance_id)
-
-
-def cp_sites(cp: ControlPlane) -> int:
-    return len(cp.orchestrator.GetInfrastructure(O.GetInfrastructureRequest(), timeout=5).sites)
-
-
 def publish_requests(cp: ControlPlane, nap_id: str, requests: int) -> None:
     """nap_http demand at ``nap_id`` (what the NAP reports), one point now."""
     m = model_pb2.Measurement(name="nap_http", tags={"flame_location": nap_id, "fqdn": FQDN})
@@ -371,7 +351,10 @@ def test_vim_step_timeout_is_a_timeout_failure_and_cleans_up(procs: ProcessGroup
     FAILED with a timeout, the service DEGRADED, the stuck process killed; delete removes everything."""
     plane = start_control_plane(procs, naps=("nap-dc",), vims={"process": {"boot_timeout_s": 1.0}})
     try:
-        wait("catalogue applied", lambda: cp_sites(plane) == 3)
+        wait(
+            "catalogue applied",
+            lambda: len(plane.orchestrator.GetInfrastructure(O.GetInfrastructureRequest(), timeout=5).sites) == 3,
+        )
         plane.sfemc.RegisterEndpointImage(
             sfemc_pb2.RegisterEndpointImageRequest(
                 request_id="img-sleepy",
