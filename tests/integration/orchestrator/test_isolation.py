@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -112,3 +114,46 @@ def test_sfemc4_hung_neighbour_delays_neither_a_killed_origin_nor_an_unrelated_d
     assert cp.orchestrator.GetMediaService(O.GetMediaServiceRequest(name="hung"), timeout=5).service.status != (
         O.SERVICE_STATUS_RUNNING
     )
+
+
+def processes_under(root: Path) -> list[int]:
+    """Live processes whose working directory is under ``root`` (the process VIM starts each in its instance dir)."""
+    found = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(p / "cwd")
+            state = (p / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if cwd.startswith(str(root)) and state != "Z":
+            found.append(int(p.name))
+    return found
+
+
+def test_orch6_exec_image_survives_control_plane_restarts_without_duplicates_or_orphans(cp: ControlPlane) -> None:
+    """Issue 14 item 2: three connected endpoints whose image execs; after three control-plane crashes the service is
+    RUNNING with exactly three processes (not 6, 9, 12), and delete leaves none."""
+    cp.sfemc.RegisterEndpointImage(
+        sfemc_pb2.RegisterEndpointImageRequest(
+            request_id="img-exec",
+            image=sfemc_pb2.EndpointImage(
+                name="execs", vim="process", reference=f"/bin/sh -c 'exec {sys.executable} -m http.server {{port}}'"
+            ),
+        ),
+        timeout=5,
+    )
+    text = hung_template(3).replace("image: deaf", "image: execs").replace("service_name: hung", "service_name: ex")
+    deploy(cp, text)
+    wait("ex running", lambda: running(cp, "ex"), 60)
+    root = cp.state_dir / "sfemc" / "process-vim"
+    assert len(processes_under(root)) == 3
+    for _ in range(3):
+        cp.restart()
+        time.sleep(3)  # a few health intervals
+        wait("ex running after the restart", lambda: running(cp, "ex"), 60)
+        assert len(processes_under(root)) == 3, processes_under(root)
+    cp.orchestrator.DeleteMediaService(O.DeleteMediaServiceRequest(request_id="d-ex", name="ex"), timeout=5)
+    wait("ex deleted", lambda: endpoints(cp, "ex") == {}, 60)
+    wait("no process left", lambda: processes_under(root) == [], 15)
