@@ -22,6 +22,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import grpc
 
@@ -30,7 +31,7 @@ from flame_control.api.flame.common.v1 import common_pb2
 from flame_control.api.flame.orchestrator.v1 import orchestrator_pb2
 from flame_control.api.flame.sfemc.v1 import sfemc_pb2, sfemc_pb2_grpc
 from flame_control.clmc_events import ConfigEventPublisher, config_event
-from flame_control.orchestrator import convert
+from flame_control.orchestrator import convert, status
 from flame_control.orchestrator.catalogue import parse_catalogue
 from flame_control.orchestrator.model import Catalogue, Problem, ServiceTemplate, Severity, TemplateInvalid
 from flame_control.orchestrator.placement import place, usage_of
@@ -41,7 +42,6 @@ from flame_control.orchestrator.validation import validate
 log = logging.getLogger("flame.orchestrator")
 
 S = orchestrator_pb2
-FAILED_STATE = common_pb2.ENDPOINT_STATE_FAILED
 
 
 #: Template parsing and validation (CPU-bound) run here, off the event loop; two at once at most.
@@ -71,8 +71,12 @@ class Lifecycle:
     mono: Callable[[], float] = time.monotonic
     #: Endpoints as the SFEMC last reported them, by media service then endpoint id.
     endpoints: dict[str, dict[str, sfemc_pb2.Endpoint]] = field(default_factory=dict)
-    watchers: dict[str, list[asyncio.Queue[S.WatchMediaServiceResponse]]] = field(default_factory=dict)
     sfemc_watch_connected: bool = False
+    #: Seconds without any message (heartbeats included) after which the SFEMC watch counts as lost.
+    watch_silence_s: float = 6.0
+    #: Event revisions, history and WatchMediaService subscribers.
+    log: status.EventLog = field(default_factory=lambda: status.EventLog(time.time_ns))
+    conditions: status.Conditions = field(default_factory=lambda: status.Conditions(time.time))
     _parsed: dict[str, tuple[str, ServiceTemplate]] = field(default_factory=dict)
     _catalogue: tuple[str, Catalogue | None] = ("", None)
     _backoff: dict[str, _Backoff] = field(default_factory=dict)
@@ -175,6 +179,7 @@ class Lifecycle:
             self.store.services[tpl.name] = rec
             self.store.save()
         self._service_event(rec, "deploy_requested")
+        self._broadcast(rec.name, S.WatchMediaServiceResponse(status=rec.status, message="created"))  # type: ignore[arg-type]
         self.wake()
         return rec
 
@@ -273,6 +278,7 @@ class Lifecycle:
             self._parsed.pop(rec.name, None)
             self.store.save()
             self._service_event(rec, "deleted")
+            self.conditions.forget(rec.name)
             self._broadcast(rec.name, S.WatchMediaServiceResponse(status=S.SERVICE_STATUS_DELETING, message="deleted"))
             return
         self._refresh_status(rec)
@@ -322,27 +328,46 @@ class Lifecycle:
     async def _watch_loop(self) -> None:
         backoff = 0.1
         while True:
+            stream = None
             try:
                 stream = sfemc_pb2_grpc.SfemcServiceStub(self.sfemc()).WatchEndpoints(
                     sfemc_pb2.WatchEndpointsRequest(include_current=True)
                 )
                 fresh: dict[str, dict[str, sfemc_pb2.Endpoint]] = {}
                 first = True
-                async for msg in stream:
+                while True:
+                    # A live watch sends something (a change or a heartbeat) every few seconds: silence is a loss.
+                    raw = await asyncio.wait_for(stream.read(), self.watch_silence_s)
+                    if raw is grpc.aio.EOF:  # type: ignore[attr-defined]
+                        break
+                    msg = cast(sfemc_pb2.WatchEndpointsResponse, raw)
                     if first:
                         # The SFEMC sends current endpoints first; replace our view with its truth.
                         self.endpoints, first = fresh, False
                         self.sfemc_watch_connected = True
                         backoff = 0.1
-                    self._on_endpoint(msg)
+                        self._refresh_all()
+                    if not msg.heartbeat:
+                        self._on_endpoint(msg)
             except asyncio.CancelledError:
                 raise
+            except TimeoutError:
+                log.warning("endpoint watch silent for %.0f s; reconnecting", self.watch_silence_s)
             except grpc.aio.AioRpcError as err:
                 if self.sfemc_watch_connected:
                     log.warning("endpoint watch lost; reconnecting", extra={"fields": {"error": err.code().name}})
-            self.sfemc_watch_connected = False
+            finally:
+                if stream is not None:
+                    stream.cancel()
+            if self.sfemc_watch_connected:
+                self.sfemc_watch_connected = False
+                self._refresh_all()
             await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
             backoff = min(backoff * 2, 5.0)
+
+    def _refresh_all(self) -> None:
+        for rec in list(self.store.services.values()):
+            self._refresh_status(rec)
 
     def _on_endpoint(self, msg: sfemc_pb2.WatchEndpointsResponse) -> None:
         e = msg.endpoint
@@ -373,34 +398,33 @@ class Lifecycle:
     # --- status ----------------------------------------------------------------------------------------------------
 
     def derived_status(self, rec: ServiceRecord) -> tuple[int, str]:
-        if rec.deleting:
-            return S.SERVICE_STATUS_DELETING, ""
-        if rec.observed_generation < rec.generation:
-            return (S.SERVICE_STATUS_PENDING if rec.observed_generation == 0 else S.SERVICE_STATUS_DEPLOYING), ""
-        eps = self.endpoints.get(rec.name, {})
-        wanted = {n.name for n in self.template_of(rec).endpoints}
-        have = {e.node_name for e in eps.values()}
-        failed = [e for e in eps.values() if e.state == FAILED_STATE]
-        if failed:
-            return S.SERVICE_STATUS_DEGRADED, "; ".join(f"{e.id}: {e.last_error}" for e in failed)
-        if wanted <= have and all(e.state == e.desired_state for e in eps.values()):
-            return S.SERVICE_STATUS_RUNNING, ""
-        return S.SERVICE_STATUS_DEPLOYING, ""
+        return status.derive(
+            status.Inputs(
+                deleting=rec.deleting,
+                generation=rec.generation,
+                observed_generation=rec.observed_generation,
+                wanted={n.name for n in self.template_of(rec).endpoints} if not rec.deleting else set(),
+                endpoints=self.endpoints.get(rec.name, {}).values(),
+                watch_live=self.sfemc_watch_connected,
+            )
+        )
 
     def _refresh_status(self, rec: ServiceRecord) -> None:
-        status, message = self.derived_status(rec)
-        self._set_status(rec, status, message)
+        st, message = self.derived_status(rec)
+        unverified = sum(not e.verified for e in self.endpoints.get(rec.name, {}).values())
+        self.conditions.update(rec.name, st, message, self.sfemc_watch_connected, unverified)
+        self._set_status(rec, st, message)
 
-    def _set_status(self, rec: ServiceRecord, status: int, message: str) -> None:
-        if (status, message) == (rec.status, rec.message):
+    def _set_status(self, rec: ServiceRecord, st: int, message: str) -> None:
+        if (st, message) == (rec.status, rec.message):
             return
-        changed = status != rec.status
-        rec.status, rec.message, rec.updated_at = status, message, self.wall()
+        changed = st != rec.status
+        rec.status, rec.message, rec.updated_at = st, message, self.wall()
         if rec.name in self.store.services:
             self.store.save()
         if changed:
-            self._service_event(rec, S.ServiceStatus.Name(status).removeprefix("SERVICE_STATUS_").lower())  # type: ignore[arg-type]
-            self._broadcast(rec.name, S.WatchMediaServiceResponse(status=status, message=message))  # type: ignore[arg-type]
+            self._service_event(rec, S.ServiceStatus.Name(st).removeprefix("SERVICE_STATUS_").lower())  # type: ignore[arg-type]
+            self._broadcast(rec.name, S.WatchMediaServiceResponse(status=st, message=message))  # type: ignore[arg-type]
 
     def _service_event(self, rec: ServiceRecord, event: str) -> None:
         failure = model_pb2.FAILURE_CATEGORY_UNSPECIFIED
@@ -418,9 +442,7 @@ class Lifecycle:
         )
 
     def _broadcast(self, name: str, msg: S.WatchMediaServiceResponse) -> None:
-        msg.time.FromNanoseconds(int(self.wall() * 1e9))
-        for q in list(self.watchers.get(name, [])):
-            q.put_nowait(msg)
+        self.log.record(name, msg)
 
     # --- API views -------------------------------------------------------------------------------------------------
 
@@ -434,6 +456,7 @@ class Lifecycle:
             template_sha256=rec.template_sha256,
             message=rec.message,
             endpoints=[e for _, e in sorted(self.endpoints.get(rec.name, {}).items())],
+            conditions=self.conditions.of(rec.name),
         )
         ms.created_at.FromNanoseconds(int(rec.created_at * 1e9))
         ms.updated_at.FromNanoseconds(int(rec.updated_at * 1e9))

@@ -10,10 +10,12 @@ it registers at the PCE directly (``RegisterFqdn``). Every step has a timeout; a
 from __future__ import annotations
 
 import asyncio
+import http.client
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
 
@@ -24,6 +26,10 @@ from flame_control.sfemc.endpoints import EndpointRecord
 from flame_control.sfemc.vim_calls import CallTimedOut, VimCalls
 from flame_control.vim.base import InstanceSpec, InstanceStatus, VimDriver, VimError, VimErrorKind
 from flame_control.vim.ports import accepts
+
+T = TypeVar("T")
+#: Detail of ``Actuator.running`` when the VIM does not know the instance.
+GONE = "the instance disappeared from the VIM"
 
 _VIM_FAILURE = {
     VimErrorKind.PLACEMENT: model_pb2.FAILURE_CATEGORY_PLACEMENT,
@@ -37,6 +43,24 @@ def tcp_answers(address: str) -> bool:
     """Does something accept TCP connections at ``host:port``?"""
     host, _, port = address.rpartition(":")
     return bool(host) and port.isdigit() and accepts(host, int(port))
+
+
+def http_probe(listen: str, fqdn: str, timeout_s: float) -> tuple[bool, str]:
+    """GET / for ``fqdn`` through the NAP's HTTP listener at ``listen``: (answered, detail). Any response the NAP did
+    not generate itself (no ``X-Flame-Nap-Error`` header) means the request reached an endpoint."""
+    host, _, port = listen.rpartition(":")
+    conn = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=timeout_s)
+    try:
+        conn.request("GET", "/", headers={"Host": fqdn, "Connection": "close", "User-Agent": "flame-sfemc-probe"})
+        resp = conn.getresponse()
+        body = resp.read(200)
+    except (OSError, http.client.HTTPException) as exc:
+        return False, f"no answer through the NAP at {listen}: {exc}"
+    finally:
+        conn.close()
+    if resp.getheader("X-Flame-Nap-Error"):
+        return False, f"the NAP at {listen} answered {resp.status} itself: {body.decode(errors='replace').strip()}"
+    return True, f"HTTP {resp.status} through the NAP"
 
 
 class StepFailed(Exception):
@@ -90,10 +114,10 @@ class Actuator:
         rec: EndpointRecord,
         seconds: float,
         what: str,
-        fn: Callable[..., object],
+        fn: Callable[..., T],
         *args: object,
         probe: bool = False,
-    ) -> object:
+    ) -> T:
         """A blocking VIM call on the VIM's own pool within the endpoint's media service slots (vim_calls)."""
         try:
             return await self.calls.run(rec.spec.vim, rec.media_service, seconds, fn, *args, probe=probe)
@@ -160,7 +184,7 @@ class Actuator:
             rec, self._timeouts(rec).probe_s, "status", self._vim(rec).get, rec.instance_id, probe=True
         )
         if inst is None:
-            return False, "the instance disappeared from the VIM"
+            return False, GONE
         status = getattr(inst, "status", None)
         return status is InstanceStatus.RUNNING, str(getattr(inst, "detail", "") or status)
 
@@ -179,6 +203,9 @@ class Actuator:
                     timeout=seconds,
                 )
                 await self._await_registered(rec, seconds)
+                ok, detail = await self.nap_check(rec)
+                if ok is False:
+                    raise StepFailed(model_pb2.FAILURE_CATEGORY_CONNECTIVITY, f"registered, but {detail}")
                 return True
             await pce_pb2_grpc.PceServiceStub(self.pce()).RegisterFqdn(
                 pce_pb2.RegisterFqdnRequest(
@@ -207,6 +234,33 @@ class Actuator:
         except grpc.aio.AioRpcError as err:
             raise StepFailed(model_pb2.FAILURE_CATEGORY_CONTROL_PLANE, f"PCE: {err.code().name}") from err
         return bool(regs.registrations)
+
+    async def nap_check(self, rec: EndpointRecord) -> tuple[bool | None, str]:
+        """Through the endpoint's NAP agent: does it map the FQDN to the endpoint's address, and does a request to the
+        FQDN through that NAP answer? (True, detail) / (False, what is wrong) / (None, why it cannot be told: no NAP
+        agent known). StepFailed when the NAP agent does not answer (unknown, not false)."""
+        nap = self.nap_admin(rec.spec.nap_id)
+        if nap is None:
+            return None, f"no NAP agent known for {rec.spec.nap_id}"
+        seconds = self._timeouts(rec).probe_s
+        stub = nap_pb2_grpc.NapAgentServiceStub(nap)
+        try:
+            mappings = await stub.ListMappings(nap_pb2.ListMappingsRequest(), timeout=seconds)
+            status = await stub.GetStatus(nap_pb2.GetStatusRequest(), timeout=seconds)
+        except grpc.aio.AioRpcError as err:
+            raise StepFailed(
+                model_pb2.FAILURE_CATEGORY_CONTROL_PLANE, f"NAP agent {rec.spec.nap_id}: {err.code().name}"
+            ) from err
+        fqdn = rec.spec.fqdn.lower().rstrip(".")
+        if not any(
+            ls.fqdn.lower().rstrip(".") == fqdn and ls.endpoint == rec.address for ls in mappings.local_services
+        ):
+            return False, f"NAP {rec.spec.nap_id} does not map {rec.spec.fqdn} to {rec.address}"
+        if not status.http_listen:
+            return None, f"NAP {rec.spec.nap_id} reports no HTTP listener"
+        return await self._call(
+            rec, seconds, "NAP probe", http_probe, status.http_listen, rec.spec.fqdn, seconds, probe=True
+        )
 
     async def _await_registered(self, rec: EndpointRecord, seconds: float) -> None:
         deadline = time.monotonic() + seconds

@@ -33,6 +33,8 @@ from flame_control.sfemc.vim_calls import Bounds, VimCalls
 from flame_control.vim.base import VimDriver
 
 log = logging.getLogger("flame.sfemc")
+#: Seconds between two heartbeats of an idle WatchEndpoints stream (watchers treat ~3 missed ones as a lost watch).
+HEARTBEAT_S = 2.0
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 #: Template node names (TOSCA style allows '_').
 _NODE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -422,7 +424,11 @@ class SfemcServicer(sfemc_pb2_grpc.SfemcServiceServicer):
                         )
                 yield sfemc_pb2.WatchEndpointsResponse()
             while True:
-                msg = await queue.get()
+                try:
+                    msg = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
+                except TimeoutError:
+                    yield sfemc_pb2.WatchEndpointsResponse(heartbeat=True)
+                    continue
                 ms = msg.endpoint.media_service
                 if (not request.media_service or ms == request.media_service) and self._visible(context, ms):
                     yield msg
