@@ -275,25 +275,39 @@ class Actuator:
             await asyncio.sleep(0.05)
 
     async def disconnect(self, rec: EndpointRecord) -> None:
-        """Withdraw the FQDN registration (the way it was made)."""
+        """Withdraw the FQDN registration (the way it was made), then check the PCE no longer lists it (issue 14).
+        A NAP agent that answers NOT_FOUND (it restarted and forgot the service) or does not answer is not taken as
+        success: the registration is then withdrawn at the PCE directly."""
         seconds = self._timeouts(rec).connect_s
         try:
             nap = self.nap_admin(rec.spec.nap_id) if rec.via_nap else None
             if nap is not None:
-                await nap_pb2_grpc.NapAgentServiceStub(nap).UnregisterLocalService(
-                    nap_pb2.UnregisterLocalServiceRequest(request_id=uuid.uuid4().hex, fqdn=rec.spec.fqdn),
-                    timeout=seconds,
-                )
-            else:
-                await pce_pb2_grpc.PceServiceStub(self.pce()).UnregisterFqdn(
-                    pce_pb2.UnregisterFqdnRequest(
-                        request_id=uuid.uuid4().hex, fqdn=rec.spec.fqdn, nap_id=rec.spec.nap_id
-                    ),
-                    timeout=seconds,
-                )
+                try:
+                    await nap_pb2_grpc.NapAgentServiceStub(nap).UnregisterLocalService(
+                        nap_pb2.UnregisterLocalServiceRequest(request_id=uuid.uuid4().hex, fqdn=rec.spec.fqdn),
+                        timeout=seconds,
+                    )
+                except grpc.aio.AioRpcError as err:
+                    if err.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE):
+                        raise
+            if nap is None or await self.registered(rec):
+                try:
+                    await pce_pb2_grpc.PceServiceStub(self.pce()).UnregisterFqdn(
+                        pce_pb2.UnregisterFqdnRequest(
+                            request_id=uuid.uuid4().hex, fqdn=rec.spec.fqdn, nap_id=rec.spec.nap_id
+                        ),
+                        timeout=seconds,
+                    )
+                except grpc.aio.AioRpcError as err:
+                    if err.code() is not grpc.StatusCode.NOT_FOUND:
+                        raise
         except grpc.aio.AioRpcError as err:
-            if err.code() is not grpc.StatusCode.NOT_FOUND:
-                raise StepFailed(
-                    model_pb2.FAILURE_CATEGORY_CONNECTIVITY,
-                    f"unregistering {rec.spec.fqdn}: {err.code().name} {err.details()}",
-                ) from err
+            raise StepFailed(
+                model_pb2.FAILURE_CATEGORY_CONNECTIVITY,
+                f"unregistering {rec.spec.fqdn}: {err.code().name} {err.details()}",
+            ) from err
+        if await self.registered(rec):
+            raise StepFailed(
+                model_pb2.FAILURE_CATEGORY_CONNECTIVITY,
+                f"the PCE still lists {rec.spec.fqdn} at {rec.spec.nap_id} after unregistering",
+            )

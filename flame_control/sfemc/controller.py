@@ -83,6 +83,8 @@ class Controller:
     _last_health: float = 0.0
     #: Endpoints removed from the table (their last message for watchers has been sent).
     removed: int = 0
+    #: Called with each endpoint dropped from the table (the SFEMC releases FQDN claims nobody uses any more).
+    on_drop: Callable[[EndpointRecord], None] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------------------------
 
@@ -298,6 +300,8 @@ class Controller:
         self.table.save()
         self.removed += 1
         self.notify(rec, rec.state, removed=True)
+        if self.on_drop is not None:
+            self.on_drop(rec)
         log.info("endpoint %s removed", rec.id)
 
     async def _run(self, rec: EndpointRecord, step: states.Step) -> None:

@@ -195,6 +195,7 @@ class SfemcServicer(sfemc_pb2_grpc.SfemcServiceServicer):
             max_parallel_per_service=settings.max_parallel_per_service,
             health_interval_s=settings.health_interval_s,
         )
+        self.controller.on_drop = self._release_name
         self.clmc = ClmcLink(
             lambda: ctx.channel_to("clmc"),
             self._on_kpi,
@@ -206,6 +207,15 @@ class SfemcServicer(sfemc_pb2_grpc.SfemcServiceServicer):
         self._tick_task: asyncio.Task[None] | None = None
 
     # --- wiring ----------------------------------------------------------------------------------------------------
+
+    def _release_name(self, dropped: EndpointRecord) -> None:
+        """Release the FQDN claim of a dropped endpoint when no endpoint uses the name any more (issue 14)."""
+        name = normalise_fqdn(dropped.spec.fqdn)
+        if any(normalise_fqdn(r.spec.fqdn) == name for r in self.table.endpoints.values()):
+            return
+        if self.names.release(name):
+            log.info("released the claim on %s", name)
+            self._save()
 
     async def start(self) -> None:
         self.events.start()

@@ -206,3 +206,15 @@ def test_orch8_split_deployment_with_sfemc_and_pce_killed_is_never_running(procs
         vim = vim_of(plane)
         for inst in vim.list():
             vim.delete(inst.instance_id)
+
+
+def test_sfemc5_delete_right_after_a_nap_restart_leaves_no_pce_registration(cp: ControlPlane) -> None:
+    """Issue 14 item 4: the restarted NAP answers NOT_FOUND to the unregistration; the SFEMC withdraws the name at the
+    PCE itself and checks it is gone (before: NOT_FOUND was taken as success and the registration stayed)."""
+    deploy(cp, VOD.read_text())
+    wait("vod running", lambda: running(cp), 60)
+    assert registered_naps(cp) == {"nap-dc"}
+    restart_nap(cp, "nap-dc")
+    cp.orchestrator.DeleteMediaService(O.DeleteMediaServiceRequest(request_id="d-nap", name="vod"), timeout=5)
+    wait("vod endpoints gone", lambda: endpoints(cp) == {}, 60)
+    assert registered_naps(cp) == set()
