@@ -118,7 +118,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     def __init__(self, ctx: ServiceContext, settings: Settings) -> None:
         self.ctx, self.settings = ctx, settings
         self.store = OrchestratorStore.load(ctx.state_dir / "orchestrator.json")
-        self.events = ConfigEventPublisher(lambda: ctx.channel_to("clmc"))
+        self.events = ConfigEventPublisher(lambda: ctx.channel_to("clmc"), outbox=ctx.state_dir / "clmc-outbox.sqlite")
         self._topology_task: asyncio.Task[None] | None = None
         #: `catalogue_file` to apply at start (when no catalogue is in force yet).
         self._initial_catalogue = ""

@@ -159,7 +159,7 @@ class SfemcServicer(sfemc_pb2_grpc.SfemcServiceServicer):
         self.policies = PolicyHost(settings.default_cooldown_s)
         for svc in self.table.services.values():
             self.policies.apply(svc.name, svc.policies, self.table.of_service(svc.name), time.time())
-        self.events = ConfigEventPublisher(lambda: ctx.channel_to("clmc"))
+        self.events = ConfigEventPublisher(lambda: ctx.channel_to("clmc"), outbox=ctx.state_dir / "clmc-outbox.sqlite")
         nap_targets = dict(settings.nap_admin)
         channel_for = ctx.channel_for
 
