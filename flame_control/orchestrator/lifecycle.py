@@ -36,7 +36,7 @@ from flame_control.orchestrator.catalogue import parse_catalogue
 from flame_control.orchestrator.model import Catalogue, Problem, ServiceTemplate, Severity, TemplateInvalid
 from flame_control.orchestrator.placement import place, usage_of
 from flame_control.orchestrator.store import OrchestratorStore, ServiceRecord, sha256
-from flame_control.orchestrator.template import parse_template
+from flame_control.orchestrator.template import NODES, parse_template
 from flame_control.orchestrator.validation import validate
 
 log = logging.getLogger("flame.orchestrator")
@@ -46,6 +46,26 @@ S = orchestrator_pb2
 
 #: Template parsing and validation (CPU-bound) run here, off the event loop; two at once at most.
 _VALIDATION_POOL = concurrent.futures.ThreadPoolExecutor(2, "orchestrator-validate")
+
+
+def image_problems(tpl: ServiceTemplate, images: set[tuple[str, str]] | None, default_vim: str) -> list[Problem]:
+    """Endpoints whose image is not registered at the SFEMC for their VIM (issue 14: refused at validation instead of
+    PENDING forever); nothing when the SFEMC could not be asked."""
+    if images is None:
+        return []
+    out = []
+    for ep in tpl.endpoints:
+        vim = ep.vim or default_vim
+        if ep.image and (ep.image, vim) not in images:
+            known = ", ".join(sorted(n for n, v in images if v == vim)) or "none"
+            out.append(
+                Problem(
+                    f"{NODES}.{ep.name}.properties.image",
+                    f"image {ep.image!r} is not registered for VIM {vim!r}",
+                    f"register it (RegisterEndpointImage) or use one of: {known}",
+                )
+            )
+    return out
 
 
 def errors_of(problems: list[Problem]) -> list[Problem]:
@@ -120,6 +140,16 @@ class Lifecycle:
             return None
         return {m.name: {f.name for f in m.fields} for m in resp.model.measurements}
 
+    async def known_images(self) -> set[tuple[str, str]] | None:
+        """(image name, VIM) pairs the SFEMC has registered (None when the SFEMC cannot be asked)."""
+        try:
+            resp = await sfemc_pb2_grpc.SfemcServiceStub(self.sfemc()).ListEndpointImages(
+                sfemc_pb2.ListEndpointImagesRequest(), timeout=2
+            )
+        except grpc.aio.AioRpcError:
+            return None
+        return {(i.name, i.vim) for i in resp.images}
+
     # --- validation and placement ----------------------------------------------------------------------------------
 
     async def check(self, text: str, *, updating: str = "") -> tuple[ServiceTemplate | None, list[Problem]]:
@@ -128,6 +158,7 @@ class Lifecycle:
         The work runs on the validation pool, never on the event loop (issue 14: a 2,000-endpoint template used to
         stall every other RPC of the process); the inputs are taken on the loop first."""
         known = await self.known_metrics()
+        images = await self.known_images()
         catalogue, deployed, placements = self.catalogue(), self.deployed(), self.placements()
         loop = asyncio.get_running_loop()
 
@@ -135,7 +166,7 @@ class Lifecycle:
             tpl, problems = parse_template(text)
             if tpl is None:
                 return None, problems
-            return tpl, problems + validate(
+            return tpl, problems + image_problems(tpl, images, self.default_vim) + validate(
                 tpl,
                 catalogue,
                 deployed,

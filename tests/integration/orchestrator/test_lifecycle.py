@@ -410,3 +410,14 @@ def test_sfemc3_metric_trigger_polled_from_the_clmc_connects_edge_b_and_endpoint
     last = points[-1]
     assert last.fields["current_state"].string_value == "connected"
     assert last.fields["placed_sum"].double_value > 0 and "booted_mst" in last.fields
+
+
+def test_orch7_unregistered_image_is_refused_at_validation_not_left_pending(cp: ControlPlane) -> None:
+    """Issue 14: a template naming an image the SFEMC does not have for the endpoint's VIM is INVALID_ARGUMENT with
+    the image's path (before: accepted, then PENDING forever while the SFEMC refused every ApplyEndpoints)."""
+    text = VOD.read_text().replace("image: vod-media-server", "image: no-such-image")
+    with pytest.raises(grpc.RpcError) as info:
+        deploy(cp, text)
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+    assert "no-such-image" in (info.value.details() or "") and "registered" in (info.value.details() or "")
+    assert cp.orchestrator.ListMediaServices(O.ListMediaServicesRequest(), timeout=5).services == []
