@@ -44,7 +44,11 @@ def validate_command(path: Path, catalogue: Path | None = None) -> int:
         for p in cat_problems:
             print(format_problem(p, f"{catalogue}: "))
         failed = cat is None
-    template, problems = check_template(text, cat, {})
+    # The CLMC's information model is static (clmc.model): metrics are checked offline exactly as on a deploy.
+    from clmc.model import information_model
+
+    known = {m.name: {f.name for f in m.fields} for m in information_model().measurements}
+    template, problems = check_template(text, cat, {}, known_metrics=known)
     for p in problems:
         print(format_problem(p))
     errors = sum(p.severity is Severity.ERROR for p in problems)

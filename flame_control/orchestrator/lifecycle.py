@@ -14,6 +14,7 @@ to the CLMC as a config event (CLMC-4).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import random
@@ -21,6 +22,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import grpc
 
@@ -29,18 +31,41 @@ from flame_control.api.flame.common.v1 import common_pb2
 from flame_control.api.flame.orchestrator.v1 import orchestrator_pb2
 from flame_control.api.flame.sfemc.v1 import sfemc_pb2, sfemc_pb2_grpc
 from flame_control.clmc_events import ConfigEventPublisher, config_event
-from flame_control.orchestrator import convert
+from flame_control.orchestrator import convert, status
 from flame_control.orchestrator.catalogue import parse_catalogue
 from flame_control.orchestrator.model import Catalogue, Problem, ServiceTemplate, Severity, TemplateInvalid
 from flame_control.orchestrator.placement import place, usage_of
 from flame_control.orchestrator.store import OrchestratorStore, ServiceRecord, sha256
-from flame_control.orchestrator.template import parse_template
+from flame_control.orchestrator.template import NODES, parse_template
 from flame_control.orchestrator.validation import validate
 
 log = logging.getLogger("flame.orchestrator")
 
 S = orchestrator_pb2
-FAILED_STATE = common_pb2.ENDPOINT_STATE_FAILED
+
+
+#: Template parsing and validation (CPU-bound) run here, off the event loop; two at once at most.
+_VALIDATION_POOL = concurrent.futures.ThreadPoolExecutor(2, "orchestrator-validate")
+
+
+def image_problems(tpl: ServiceTemplate, images: set[tuple[str, str]] | None, default_vim: str) -> list[Problem]:
+    """Endpoints whose image is not registered at the SFEMC for their VIM (issue 14: refused at validation instead of
+    PENDING forever); nothing when the SFEMC could not be asked."""
+    if images is None:
+        return []
+    out = []
+    for ep in tpl.endpoints:
+        vim = ep.vim or default_vim
+        if ep.image and (ep.image, vim) not in images:
+            known = ", ".join(sorted(n for n, v in images if v == vim)) or "none"
+            out.append(
+                Problem(
+                    f"{NODES}.{ep.name}.properties.image",
+                    f"image {ep.image!r} is not registered for VIM {vim!r}",
+                    f"register it (RegisterEndpointImage) or use one of: {known}",
+                )
+            )
+    return out
 
 
 def errors_of(problems: list[Problem]) -> list[Problem]:
@@ -66,8 +91,12 @@ class Lifecycle:
     mono: Callable[[], float] = time.monotonic
     #: Endpoints as the SFEMC last reported them, by media service then endpoint id.
     endpoints: dict[str, dict[str, sfemc_pb2.Endpoint]] = field(default_factory=dict)
-    watchers: dict[str, list[asyncio.Queue[S.WatchMediaServiceResponse]]] = field(default_factory=dict)
     sfemc_watch_connected: bool = False
+    #: Seconds without any message (heartbeats included) after which the SFEMC watch counts as lost.
+    watch_silence_s: float = 6.0
+    #: Event revisions, history and WatchMediaService subscribers.
+    log: status.EventLog = field(default_factory=lambda: status.EventLog(time.time_ns))
+    conditions: status.Conditions = field(default_factory=lambda: status.Conditions(time.time))
     _parsed: dict[str, tuple[str, ServiceTemplate]] = field(default_factory=dict)
     _catalogue: tuple[str, Catalogue | None] = ("", None)
     _backoff: dict[str, _Backoff] = field(default_factory=dict)
@@ -111,23 +140,43 @@ class Lifecycle:
             return None
         return {m.name: {f.name for f in m.fields} for m in resp.model.measurements}
 
+    async def known_images(self) -> set[tuple[str, str]] | None:
+        """(image name, VIM) pairs the SFEMC has registered (None when the SFEMC cannot be asked)."""
+        try:
+            resp = await sfemc_pb2_grpc.SfemcServiceStub(self.sfemc()).ListEndpointImages(
+                sfemc_pb2.ListEndpointImagesRequest(), timeout=2
+            )
+        except grpc.aio.AioRpcError:
+            return None
+        return {(i.name, i.vim) for i in resp.images}
+
     # --- validation and placement ----------------------------------------------------------------------------------
 
     async def check(self, text: str, *, updating: str = "") -> tuple[ServiceTemplate | None, list[Problem]]:
-        """Parse + validate against the catalogue and the deployed state (ORCH-2, ORCH-7); nothing changes."""
-        tpl, problems = parse_template(text)
-        if tpl is None:
-            return None, problems
-        problems = problems + validate(
-            tpl,
-            self.catalogue(),
-            self.deployed(),
-            updating=bool(updating),
-            known_metrics=await self.known_metrics(),
-            placements=self.placements(),
-            default_vim=self.default_vim,
-        )
-        return tpl, problems
+        """Parse + validate against the catalogue and the deployed state (ORCH-2, ORCH-7); nothing changes.
+
+        The work runs on the validation pool, never on the event loop (issue 14: a 2,000-endpoint template used to
+        stall every other RPC of the process); the inputs are taken on the loop first."""
+        known = await self.known_metrics()
+        images = await self.known_images()
+        catalogue, deployed, placements = self.catalogue(), self.deployed(), self.placements()
+        loop = asyncio.get_running_loop()
+
+        def work() -> tuple[ServiceTemplate | None, list[Problem]]:
+            tpl, problems = parse_template(text)
+            if tpl is None:
+                return None, problems
+            return tpl, problems + image_problems(tpl, images, self.default_vim) + validate(
+                tpl,
+                catalogue,
+                deployed,
+                updating=bool(updating),
+                known_metrics=known,
+                placements=placements,
+                default_vim=self.default_vim,
+            )
+
+        return await loop.run_in_executor(_VALIDATION_POOL, work)
 
     def _place(self, tpl: ServiceTemplate, exclude: str = "", keep: dict[str, str] | None = None) -> dict[str, str]:
         cat = self.catalogue()
@@ -161,6 +210,7 @@ class Lifecycle:
             self.store.services[tpl.name] = rec
             self.store.save()
         self._service_event(rec, "deploy_requested")
+        self._broadcast(rec.name, S.WatchMediaServiceResponse(status=rec.status, message="created"))  # type: ignore[arg-type]
         self.wake()
         return rec
 
@@ -259,6 +309,7 @@ class Lifecycle:
             self._parsed.pop(rec.name, None)
             self.store.save()
             self._service_event(rec, "deleted")
+            self.conditions.forget(rec.name)
             self._broadcast(rec.name, S.WatchMediaServiceResponse(status=S.SERVICE_STATUS_DELETING, message="deleted"))
             return
         self._refresh_status(rec)
@@ -308,27 +359,46 @@ class Lifecycle:
     async def _watch_loop(self) -> None:
         backoff = 0.1
         while True:
+            stream = None
             try:
                 stream = sfemc_pb2_grpc.SfemcServiceStub(self.sfemc()).WatchEndpoints(
                     sfemc_pb2.WatchEndpointsRequest(include_current=True)
                 )
                 fresh: dict[str, dict[str, sfemc_pb2.Endpoint]] = {}
                 first = True
-                async for msg in stream:
+                while True:
+                    # A live watch sends something (a change or a heartbeat) every few seconds: silence is a loss.
+                    raw = await asyncio.wait_for(stream.read(), self.watch_silence_s)
+                    if raw is grpc.aio.EOF:  # type: ignore[attr-defined]
+                        break
+                    msg = cast(sfemc_pb2.WatchEndpointsResponse, raw)
                     if first:
                         # The SFEMC sends current endpoints first; replace our view with its truth.
                         self.endpoints, first = fresh, False
                         self.sfemc_watch_connected = True
                         backoff = 0.1
-                    self._on_endpoint(msg)
+                        self._refresh_all()
+                    if not msg.heartbeat:
+                        self._on_endpoint(msg)
             except asyncio.CancelledError:
                 raise
+            except TimeoutError:
+                log.warning("endpoint watch silent for %.0f s; reconnecting", self.watch_silence_s)
             except grpc.aio.AioRpcError as err:
                 if self.sfemc_watch_connected:
                     log.warning("endpoint watch lost; reconnecting", extra={"fields": {"error": err.code().name}})
-            self.sfemc_watch_connected = False
+            finally:
+                if stream is not None:
+                    stream.cancel()
+            if self.sfemc_watch_connected:
+                self.sfemc_watch_connected = False
+                self._refresh_all()
             await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
             backoff = min(backoff * 2, 5.0)
+
+    def _refresh_all(self) -> None:
+        for rec in list(self.store.services.values()):
+            self._refresh_status(rec)
 
     def _on_endpoint(self, msg: sfemc_pb2.WatchEndpointsResponse) -> None:
         e = msg.endpoint
@@ -359,34 +429,33 @@ class Lifecycle:
     # --- status ----------------------------------------------------------------------------------------------------
 
     def derived_status(self, rec: ServiceRecord) -> tuple[int, str]:
-        if rec.deleting:
-            return S.SERVICE_STATUS_DELETING, ""
-        if rec.observed_generation < rec.generation:
-            return (S.SERVICE_STATUS_PENDING if rec.observed_generation == 0 else S.SERVICE_STATUS_DEPLOYING), ""
-        eps = self.endpoints.get(rec.name, {})
-        wanted = {n.name for n in self.template_of(rec).endpoints}
-        have = {e.node_name for e in eps.values()}
-        failed = [e for e in eps.values() if e.state == FAILED_STATE]
-        if failed:
-            return S.SERVICE_STATUS_DEGRADED, "; ".join(f"{e.id}: {e.last_error}" for e in failed)
-        if wanted <= have and all(e.state == e.desired_state for e in eps.values()):
-            return S.SERVICE_STATUS_RUNNING, ""
-        return S.SERVICE_STATUS_DEPLOYING, ""
+        return status.derive(
+            status.Inputs(
+                deleting=rec.deleting,
+                generation=rec.generation,
+                observed_generation=rec.observed_generation,
+                wanted={n.name for n in self.template_of(rec).endpoints} if not rec.deleting else set(),
+                endpoints=self.endpoints.get(rec.name, {}).values(),
+                watch_live=self.sfemc_watch_connected,
+            )
+        )
 
     def _refresh_status(self, rec: ServiceRecord) -> None:
-        status, message = self.derived_status(rec)
-        self._set_status(rec, status, message)
+        st, message = self.derived_status(rec)
+        unverified = sum(not e.verified for e in self.endpoints.get(rec.name, {}).values())
+        self.conditions.update(rec.name, st, message, self.sfemc_watch_connected, unverified)
+        self._set_status(rec, st, message)
 
-    def _set_status(self, rec: ServiceRecord, status: int, message: str) -> None:
-        if (status, message) == (rec.status, rec.message):
+    def _set_status(self, rec: ServiceRecord, st: int, message: str) -> None:
+        if (st, message) == (rec.status, rec.message):
             return
-        changed = status != rec.status
-        rec.status, rec.message, rec.updated_at = status, message, self.wall()
+        changed = st != rec.status
+        rec.status, rec.message, rec.updated_at = st, message, self.wall()
         if rec.name in self.store.services:
             self.store.save()
         if changed:
-            self._service_event(rec, S.ServiceStatus.Name(status).removeprefix("SERVICE_STATUS_").lower())  # type: ignore[arg-type]
-            self._broadcast(rec.name, S.WatchMediaServiceResponse(status=status, message=message))  # type: ignore[arg-type]
+            self._service_event(rec, S.ServiceStatus.Name(st).removeprefix("SERVICE_STATUS_").lower())  # type: ignore[arg-type]
+            self._broadcast(rec.name, S.WatchMediaServiceResponse(status=st, message=message))  # type: ignore[arg-type]
 
     def _service_event(self, rec: ServiceRecord, event: str) -> None:
         failure = model_pb2.FAILURE_CATEGORY_UNSPECIFIED
@@ -404,9 +473,7 @@ class Lifecycle:
         )
 
     def _broadcast(self, name: str, msg: S.WatchMediaServiceResponse) -> None:
-        msg.time.FromNanoseconds(int(self.wall() * 1e9))
-        for q in list(self.watchers.get(name, [])):
-            q.put_nowait(msg)
+        self.log.record(name, msg)
 
     # --- API views -------------------------------------------------------------------------------------------------
 
@@ -420,6 +487,7 @@ class Lifecycle:
             template_sha256=rec.template_sha256,
             message=rec.message,
             endpoints=[e for _, e in sorted(self.endpoints.get(rec.name, {}).items())],
+            conditions=self.conditions.of(rec.name),
         )
         ms.created_at.FromNanoseconds(int(rec.created_at * 1e9))
         ms.updated_at.FromNanoseconds(int(rec.updated_at * 1e9))

@@ -15,6 +15,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from flame_control.naming import normalise_fqdn
 from flame_control.orchestrator.model import Catalogue, EndpointNode, GeoPoint, Problem, ServiceTemplate, Site
 
 NODES = "topology_template.node_templates"
@@ -107,7 +108,7 @@ def place(
         fitting: list[Site] = []
         for site in sorted(sites.values(), key=lambda s: s.name):
             misses = constraint_misses(ep, site, default_vim) or capacity_misses(ep, site, used[site.name])
-            if not misses and site.name in taken.get(ep.fqdn, set()):
+            if not misses and site.name in taken.get(normalise_fqdn(ep.fqdn), set()):
                 misses = [f"already serves {ep.fqdn} for another surrogate of this template"]
             if misses:
                 reasons[site.name] = misses
@@ -123,7 +124,7 @@ def place(
             choice = min(fitting, key=lambda s: (_load(s, used[s.name].plus(ep)), s.name))
         result[ep.name] = choice.name
         used[choice.name] = used[choice.name].plus(ep)
-        taken.setdefault(ep.fqdn, set()).add(choice.name)
+        taken.setdefault(normalise_fqdn(ep.fqdn), set()).add(choice.name)
     if problems:
         return sorted(problems, key=lambda p: p.path)
     return {ep.name: result[ep.name] for ep in template.endpoints}

@@ -118,7 +118,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     def __init__(self, ctx: ServiceContext, settings: Settings) -> None:
         self.ctx, self.settings = ctx, settings
         self.store = OrchestratorStore.load(ctx.state_dir / "orchestrator.json")
-        self.events = ConfigEventPublisher(lambda: ctx.channel_to("clmc"))
+        self.events = ConfigEventPublisher(lambda: ctx.channel_to("clmc"), outbox=ctx.state_dir / "clmc-outbox.sqlite")
         self._topology_task: asyncio.Task[None] | None = None
         #: `catalogue_file` to apply at start (when no catalogue is in force yet).
         self._initial_catalogue = ""
@@ -231,20 +231,54 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     async def WatchMediaService(
         self, request: S.WatchMediaServiceRequest, context: Any
     ) -> AsyncIterator[S.WatchMediaServiceResponse]:
-        rec = self._get(context, request.name)
-        queue: asyncio.Queue[S.WatchMediaServiceResponse] = asyncio.Queue()
-        self.life.watchers.setdefault(request.name, []).append(queue)
+        """The current status (or the held events after ``resume_after_revision``), then every event; with
+        ``wait_for_creation`` the stream may start before the service exists (issue 14)."""
+        name = request.name
+        if not name:
+            raise InvalidArgument([FieldViolation("name", "required")])
+        if not request.wait_for_creation or name in self.store.services:
+            self._get(context, name)
+        queue = self.life.log.subscribe(name)
         try:
-            first = S.WatchMediaServiceResponse(status=rec.status, message="current status")
-            first.time.FromNanoseconds(int(self.life.wall() * 1e9))
-            yield first
+            backlog = (
+                self.life.log.since(name, request.resume_after_revision) if request.resume_after_revision else None
+            )
+            if backlog is not None:
+                for i, msg in enumerate(backlog):
+                    self._check_visible(context, name)
+                    out = S.WatchMediaServiceResponse()
+                    out.CopyFrom(msg)
+                    out.resumed = i == 0
+                    yield out
+                seen = backlog[-1].revision if backlog else request.resume_after_revision
+            else:
+                rec = self.store.services.get(name)
+                if rec is not None:
+                    self._check_visible(context, name)
+                first = S.WatchMediaServiceResponse(
+                    status=rec.status if rec is not None else S.SERVICE_STATUS_UNSPECIFIED,  # type: ignore[arg-type]
+                    message="current status" if rec is not None else "waiting for creation",
+                    revision=self.life.log.revision,
+                )
+                first.time.FromNanoseconds(int(self.life.wall() * 1e9))
+                yield first
+                seen = first.revision
             while True:
                 msg = await queue.get()
+                if msg.revision <= seen:
+                    continue  # already sent from the backlog
+                self._check_visible(context, name)
                 yield msg
-                if msg.message == "deleted" and request.name not in self.store.services:
+                if msg.message == "deleted" and name not in self.store.services and not request.wait_for_creation:
                     return
         finally:
-            self.life.watchers[request.name].remove(queue)
+            self.life.log.unsubscribe(name, queue)
+
+    def _check_visible(self, context: Any, name: str) -> None:
+        """A watcher that may not see the service (another provider's) gets NOT_FOUND, as for a Get."""
+        rec = self.store.services.get(name)
+        if rec is not None and not self._visible(context, rec.owner):
+            raise NotFound("media service", name)
 
     async def ExportServiceDescriptor(
         self, request: S.ExportServiceDescriptorRequest, context: Any

@@ -158,6 +158,26 @@ def _endpoint_rules(template: ServiceTemplate) -> list[Problem]:
     return out
 
 
+#: Durations longer than this are warned about (issue 14: `window: 30000` meant 30 s, not 8.3 h).
+PLAUSIBLE_S = 3600.0
+
+
+def implausible_duration(path: str, seconds: float) -> list[Problem]:
+    """A warning for a duration over an hour, naming the unit probably meant (a bare number counts as seconds)."""
+    if not math.isfinite(seconds) or seconds <= PLAUSIBLE_S:
+        return []
+    n = f"{seconds:g}"
+    meant = f"{n}ms ({seconds / 1000:g} s)" if seconds >= 1000 else f"{n}s"
+    return [
+        Problem(
+            path,
+            f"{seconds / 3600:.1f} h is implausibly long; a bare number is read as seconds",
+            f"if milliseconds were meant, write {meant}; write the unit (e.g. {n}s) to keep it",
+            Severity.WARNING,
+        )
+    ]
+
+
 def _fqdn_rules(template: ServiceTemplate, deployed: Mapping[str, ServiceTemplate]) -> list[Problem]:
     """Endpoints sharing an FQDN are surrogates of one service function: same image and port, different sites.
     An FQDN served by another deployed media service cannot be served by this one (ORCH-7)."""
@@ -241,6 +261,8 @@ def _condition_rules(
         hint = "write a positive duration, e.g. window: 30s"
         what = "period" if kind == "deadman" else "window"
         out.append(Problem(f"{path}.window", f"the {what} must be greater than 0", hint))
+    else:
+        out += implausible_duration(f"{path}.window", window_s)
     if kind in ("threshold", "relative"):
         if not comparison:
             out.append(Problem(f"{path}.comparison", f"a {kind} condition needs a comparison", "use gt or lt"))
@@ -311,6 +333,8 @@ def _policy_rules(
         )
     if policy.cooldown_s < 0 or not math.isfinite(policy.cooldown_s):
         out.append(Problem(f"{props}.cooldown", "must not be negative", "e.g. cooldown: 30s"))
+    else:
+        out += implausible_duration(f"{props}.cooldown", policy.cooldown_s)
     for target in policy.targets:
         ep = eps.get(target)
         if ep is not None and ep.initial_state != policy.from_state and policy.from_state in HELD_STATES:

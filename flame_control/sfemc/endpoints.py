@@ -35,6 +35,18 @@ def needs_new_instance(old: sfemc_pb2.EndpointSpec, new: sfemc_pb2.EndpointSpec)
 
 
 @dataclass
+class Check:
+    """The "Verified" condition of an endpoint: did the last check confirm its state (not persisted)."""
+
+    #: flame.common.v1.ConditionStatus value.
+    status: int = common_pb2.CONDITION_STATUS_UNKNOWN
+    reason: str = "NotVerified"
+    message: str = "not verified since the SFEMC started"
+    #: Wall-clock time ``status`` last changed (0 = since the SFEMC started).
+    since: float = 0.0
+
+
+@dataclass
 class EndpointRecord:
     """One endpoint: its spec and where it is."""
 
@@ -58,6 +70,8 @@ class EndpointRecord:
     override: int = 0
     #: Whether the FQDN registration this endpoint made went through the NAP agent (else straight to the PCE).
     via_nap: bool = False
+    #: Result of the last verification of ``state`` (issue 14); runtime only: after a restart nothing is verified.
+    check: Check = field(default_factory=lambda: Check())
 
     @property
     def id(self) -> str:

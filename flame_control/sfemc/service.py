@@ -29,9 +29,12 @@ from flame_control.sfemc.controller import Controller
 from flame_control.sfemc.decision import policies_from_proto, policy_problems
 from flame_control.sfemc.decisions_host import PolicyHost
 from flame_control.sfemc.endpoints import EndpointRecord, EndpointTable, ServiceRecord, endpoint_id, needs_new_instance
+from flame_control.sfemc.vim_calls import Bounds, VimCalls
 from flame_control.vim.base import VimDriver
 
 log = logging.getLogger("flame.sfemc")
+#: Seconds between two heartbeats of an idle WatchEndpoints stream (watchers treat ~3 missed ones as a lost watch).
+HEARTBEAT_S = 2.0
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 #: Template node names (TOSCA style allows '_').
 _NODE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -51,6 +54,14 @@ class VimSettings(BaseModel):
     boot_timeout_s: float = Field(default=60.0, gt=0)
     stop_timeout_s: float = Field(default=30.0, gt=0)
     connect_timeout_s: float = Field(default=10.0, gt=0)
+    #: Health probes of running endpoints (VIM status, the endpoint's TCP answer).
+    probe_timeout_s: float = Field(default=5.0, gt=0)
+    #: Threads for this VIM's steps (all media services together; issue 14 isolation).
+    step_workers: int = Field(default=16, ge=1)
+    #: Step threads one media service may hold on this VIM at once.
+    service_slots: int = Field(default=4, ge=1)
+    #: Threads for this VIM's health probes (separate from steps, so probes never wait behind slow boots).
+    probe_workers: int = Field(default=8, ge=1)
     #: docker: the daemon's URL (e.g. unix:///run/docker.sock).
     docker_url: str = ""
     #: docker: network mode of endpoint containers ("host": reachable by the NAP on this machine).
@@ -72,8 +83,10 @@ class Settings(BaseModel):
     vims: dict[str, VimSettings] = Field(default_factory=lambda: {"process": VimSettings()})
     #: NAP id -> host:port of its NAP agent's admin service (endpoints are registered through it when known).
     nap_admin: dict[str, str] = Field(default_factory=dict)
-    #: Endpoint steps run at once.
-    max_parallel: int = Field(default=8, ge=1)
+    #: Endpoint steps run at once (all media services).
+    max_parallel: int = Field(default=64, ge=1)
+    #: Endpoint steps run at once for one media service (a service whose boots hang keeps only these busy).
+    max_parallel_per_service: int = Field(default=4, ge=1)
     #: Seconds between two polls of metric triggers (SFEMC-3).
     metric_poll_s: float = Field(default=1.0, gt=0)
     #: Seconds between two health checks of running endpoints.
@@ -146,7 +159,7 @@ class SfemcServicer(sfemc_pb2_grpc.SfemcServiceServicer):
         self.policies = PolicyHost(settings.default_cooldown_s)
         for svc in self.table.services.values():
             self.policies.apply(svc.name, svc.policies, self.table.of_service(svc.name), time.time())
-        self.events = ConfigEventPublisher(lambda: ctx.channel_to("clmc"))
+        self.events = ConfigEventPublisher(lambda: ctx.channel_to("clmc"), outbox=ctx.state_dir / "clmc-outbox.sqlite")
         nap_targets = dict(settings.nap_admin)
         channel_for = ctx.channel_for
 
@@ -157,12 +170,20 @@ class SfemcServicer(sfemc_pb2_grpc.SfemcServiceServicer):
         self.actuator = Actuator(
             self.vims,
             {
-                n: Timeouts(s.place_timeout_s, s.boot_timeout_s, s.stop_timeout_s, s.connect_timeout_s)
+                n: Timeouts(
+                    s.place_timeout_s, s.boot_timeout_s, s.stop_timeout_s, s.connect_timeout_s, s.probe_timeout_s
+                )
                 for n, s in settings.vims.items()
             },
             lambda: ctx.channel_to("pce"),
             nap_admin,
             self._image_reference,
+            VimCalls(
+                {
+                    n: Bounds(s.step_workers, min(s.service_slots, s.step_workers), s.probe_workers)
+                    for n, s in settings.vims.items()
+                }
+            ),
         )
         self.controller = Controller(
             self.table,
@@ -171,8 +192,10 @@ class SfemcServicer(sfemc_pb2_grpc.SfemcServiceServicer):
             desired=self.desired,
             owner_of=self._registrant,
             max_parallel=settings.max_parallel,
+            max_parallel_per_service=settings.max_parallel_per_service,
             health_interval_s=settings.health_interval_s,
         )
+        self.controller.on_drop = self._release_name
         self.clmc = ClmcLink(
             lambda: ctx.channel_to("clmc"),
             self._on_kpi,
@@ -184,6 +207,15 @@ class SfemcServicer(sfemc_pb2_grpc.SfemcServiceServicer):
         self._tick_task: asyncio.Task[None] | None = None
 
     # --- wiring ----------------------------------------------------------------------------------------------------
+
+    def _release_name(self, dropped: EndpointRecord) -> None:
+        """Release the FQDN claim of a dropped endpoint when no endpoint uses the name any more (issue 14)."""
+        name = normalise_fqdn(dropped.spec.fqdn)
+        if any(normalise_fqdn(r.spec.fqdn) == name for r in self.table.endpoints.values()):
+            return
+        if self.names.release(name):
+            log.info("released the claim on %s", name)
+            self._save()
 
     async def start(self) -> None:
         self.events.start()
@@ -199,6 +231,7 @@ class SfemcServicer(sfemc_pb2_grpc.SfemcServiceServicer):
         await self.clmc.stop()
         await self.controller.stop()
         await self.events.stop()
+        self.actuator.calls.close()
         for vim in self.vims.values():
             vim.close()
 
@@ -401,7 +434,11 @@ class SfemcServicer(sfemc_pb2_grpc.SfemcServiceServicer):
                         )
                 yield sfemc_pb2.WatchEndpointsResponse()
             while True:
-                msg = await queue.get()
+                try:
+                    msg = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
+                except TimeoutError:
+                    yield sfemc_pb2.WatchEndpointsResponse(heartbeat=True)
+                    continue
                 ms = msg.endpoint.media_service
                 if (not request.media_service or ms == request.media_service) and self._visible(context, ms):
                     yield msg

@@ -9,9 +9,16 @@ Image references: ``builtin:media-server`` runs :mod:`flame_control.vim.media_se
 (``shlex``-split, no shell) with ``{port}``, ``{host}`` and ``{name}`` placeholders, e.g.
 ``"python3 -m http.server {port} --bind {host}"``. The process also gets ``PORT``, ``HOST`` and ``FLAME_ENDPOINT``.
 
-States: no ``run.json`` -> CREATED; ``run.json`` and the pid alive with the recorded command line
-(``/proc/<pid>/cmdline``) -> RUNNING; ``run.json`` but the process gone -> EXITED (it died by itself). A restarted
-controller therefore adopts running instances from the directories alone. A missing executable is a PLACEMENT error
+Identity (issue 14): an instance is its processes, not a command line. ``run.json`` records the leader's PID, its start
+time (``/proc/PID/stat`` field 22, so a reused PID is never mistaken for it) and its process group; every process of
+the instance also carries the label ``FLAME_VIM_INSTANCE=<driver label>/<instance id>`` in its environment, which
+descendants inherit across ``fork``, ``exec`` and ``setsid``. States: no ``run.json`` -> CREATED; the leader alive with
+its recorded start time, or any live process carrying the label -> RUNNING (an image that execs or daemonises is
+adopted); ``run.json`` but none of them left -> EXITED (it died by itself). A restarted or second driver on the same
+``state_dir`` therefore adopts running instances from the directories and ``/proc`` alone and never starts a
+duplicate; stop and delete signal the process group and every labelled process, and wait until none is left.
+
+A missing executable is a PLACEMENT error
 (the "image" does not exist, like a docker image missing from the daemon); a process that exits or never listens is a
 BOOT error with its log tail.
 """
@@ -67,15 +74,42 @@ def _valid_id(instance_id: str) -> bool:
     return re.fullmatch(r"[A-Za-z0-9_.-]+", instance_id) is not None and instance_id.strip(".") != ""
 
 
-def _cmdline(pid: int) -> list[str] | None:
-    """argv of a live (non-zombie) process, None when there is none."""
+#: Environment variable naming the instance a process belongs to (inherited by every descendant).
+LABEL_ENV = "FLAME_VIM_INSTANCE"
+
+
+def _stat(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (index 0 is field 3, the state), None when there is none."""
     try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    if not raw:
-        return None  # zombie or kernel thread
-    return [part.decode(errors="replace") for part in raw.rstrip(b"\0").split(b"\0")]
+    return raw.rsplit(")", 1)[1].split()
+
+
+def start_time(pid: int) -> int | None:
+    """Start time of a live (non-zombie) process in clock ticks since boot (/proc/PID/stat field 22), or None."""
+    fields = _stat(pid)
+    if fields is None or fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def labelled_processes(label: str) -> list[int]:
+    """Live processes whose environment carries ``FLAME_VIM_INSTANCE=<label>`` exactly."""
+    needle = f"{LABEL_ENV}={label}".encode()
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as f:
+                env = f.read()
+        except OSError:
+            continue
+        if needle in env.split(b"\0") and start_time(int(entry.name)) is not None:
+            found.append(int(entry.name))
+    return found
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -112,6 +146,8 @@ class ProcessVim:
         self.boot_timeout_s = boot_timeout_s
         self.stop_grace_s = stop_grace_s
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        #: Prefix of this driver's instance labels: the same for every driver on the same ``state_dir``.
+        self.label_prefix = hashlib.blake2b(str(self.state_dir.resolve()).encode(), digest_size=6).hexdigest()
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         #: Children this driver spawned (reaped on poll so they do not linger as zombies).
@@ -162,7 +198,15 @@ class ProcessVim:
                 raise VimError(VimErrorKind.BOOT, f"{instance_id}: port {self.host}:{port} is already in use")
             argv = self._argv(str(record["image"]), port, str(record["endpoint_id"]))
             popen = self._spawn(instance_id, record, argv, port)
-            _write_json(self._dir(instance_id) / _RUN, {"pid": popen.pid, "argv": argv, "started_at": time.time()})
+            run = {
+                "pid": popen.pid,
+                "start_time": start_time(popen.pid) or 0,
+                "pgid": popen.pid,
+                "label": self._label(instance_id),
+                "argv": argv,
+                "started_at": time.time(),
+            }
+            _write_json(self._dir(instance_id) / _RUN, run)
             self._wait_listening(instance_id, popen, port)
             return self._instance(instance_id, record)
 
@@ -200,11 +244,18 @@ class ProcessVim:
     # -- helpers ---------------------------------------------------------------------------------------------------
 
     def pid_of(self, instance_id: str) -> int | None:
-        """PID of the instance's process while it runs (tests check for strays with it)."""
+        """PID of the instance's leader process while it runs (else of another labelled process; None when none
+        runs)."""
         run = _read_json(self._dir(instance_id) / _RUN)
-        if run is None or not self._alive(run):
+        if run is None:
             return None
-        return int(run["pid"])
+        if self._leader_alive(run):
+            return int(run["pid"])
+        members = labelled_processes(str(run.get("label", "")))
+        return members[0] if members else None
+
+    def _label(self, instance_id: str) -> str:
+        return f"{self.label_prefix}/{instance_id}"
 
     def log_tail(self, instance_id: str, lines: int = 20) -> str:
         """Last lines of the instance's output."""
@@ -264,6 +315,7 @@ class ProcessVim:
     def _spawn(self, instance_id: str, record: dict[str, Any], argv: _Argv, port: int) -> subprocess.Popen[bytes]:
         env = {**os.environ, **{str(k): str(v) for k, v in record.get("environment", {}).items()}}
         env.update(PORT=str(port), HOST=self.host, FLAME_ENDPOINT=str(record["endpoint_id"]))
+        env[LABEL_ENV] = self._label(instance_id)
         if record["image"] == BUILTIN_MEDIA_SERVER:
             package_root = str(Path(flame_control.__file__).resolve().parent.parent)
             env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
@@ -291,7 +343,7 @@ class ProcessVim:
         deadline = time.monotonic() + self.boot_timeout_s
         while True:
             code = popen.poll()
-            if code is not None:
+            if code is not None and not labelled_processes(self._label(instance_id)):
                 raise VimError(
                     VimErrorKind.BOOT,
                     f"{instance_id} exited with code {code} before listening on {self.host}:{port}; "
@@ -308,31 +360,47 @@ class ProcessVim:
                 )
             time.sleep(0.02)
 
-    def _alive(self, run: dict[str, Any]) -> bool:
+    def _leader_alive(self, run: dict[str, Any]) -> bool:
+        """Is the recorded leader process (PID and start time) still running?"""
         pid = int(run.get("pid", 0))
         if pid <= 0:
             return False
         child = self._children.get(pid)
-        if child is not None:
-            return child.poll() is None  # our own child: waitpid is authoritative (and reaps it)
-        return _cmdline(pid) == run.get("argv")
+        if child is not None and child.poll() is not None:
+            return False  # our own child exited (and is reaped now)
+        recorded = int(run.get("start_time", 0))
+        now = start_time(pid)
+        if now is None:
+            return False
+        if not recorded:  # a run record from before issue 14: trust the PID only while it carries our label
+            return pid in labelled_processes(str(run.get("label", "")))
+        return now == recorded
+
+    def _alive(self, run: dict[str, Any]) -> bool:
+        """Does any process of the instance run: its leader, or anything carrying its label (forks, daemons)?"""
+        return self._leader_alive(run) or bool(labelled_processes(str(run.get("label", "")) or "-"))
+
+    def _signal_all(self, run: dict[str, Any], sig: int) -> None:
+        """Send ``sig`` to the leader's process group (when the leader is still ours) and to every labelled
+        process."""
+        if self._leader_alive(run):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(int(run.get("pgid") or run["pid"]), sig)
+        for pid in labelled_processes(str(run.get("label", "")) or "-"):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
 
     def _terminate(self, instance_id: str) -> None:
-        """SIGTERM the process group, SIGKILL after the grace; then forget the run (-> CREATED)."""
+        """SIGTERM every process of the instance, SIGKILL after the grace; then forget the run (-> CREATED)."""
         run_file = self._dir(instance_id) / _RUN
         run = _read_json(run_file)
-        if run is not None and self._alive(run):
-            pid = int(run["pid"])
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGTERM)
-            if not self._wait_gone(run, self.stop_grace_s):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGKILL)
-                self._wait_gone(run, 5.0)
-            # Children that outlived their leader in the same group.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
         if run is not None:
+            run.setdefault("label", self._label(instance_id))
+            if self._alive(run):
+                self._signal_all(run, signal.SIGTERM)
+                if not self._wait_gone(run, self.stop_grace_s):
+                    self._signal_all(run, signal.SIGKILL)
+                    self._wait_gone(run, 5.0)
             self._children.pop(int(run.get("pid", 0)), None)
         run_file.unlink(missing_ok=True)
 
@@ -349,6 +417,7 @@ class ProcessVim:
         endpoint, media_service = str(record["endpoint_id"]), str(record["media_service"])
         if run is None:
             return Instance(instance_id, endpoint, media_service, InstanceStatus.CREATED)
+        run.setdefault("label", self._label(instance_id))
         if self._alive(run):
             address = f"{self.host}:{record['port']}"
             return Instance(instance_id, endpoint, media_service, InstanceStatus.RUNNING, address, f"pid {run['pid']}")

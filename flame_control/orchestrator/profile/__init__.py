@@ -87,9 +87,12 @@ def _prescan(text: str) -> None:
     stack: list[_Open] = []
     aliases = total = 0
 
-    def child(size: int, key: str | None, mark: Any) -> None:
+    def child(size: int, key: str | None, mark: Any, new: int = 1) -> None:
+        """A finished node of ``size`` nodes (itself and what it holds, aliases expanded) joins its parent; ``new`` of
+        them are counted for the first time (1 for a scalar or a collection whose members were counted already, the
+        whole expansion for an alias)."""
         nonlocal total
-        total += size
+        total += new
         if total > MAX_NODES:
             raise YamlLimitExceeded(f"the document expands to more than {MAX_NODES} nodes (aliases included)")
         if not stack:
@@ -124,7 +127,8 @@ def _prescan(text: str) -> None:
             aliases += 1
             if aliases > MAX_ALIASES:
                 raise YamlLimitExceeded(f"more than {MAX_ALIASES} aliases")
-            child(sizes.get(event.anchor or "", 1), None, event.start_mark)
+            size = sizes.get(event.anchor or "", 1)
+            child(size, None, event.start_mark, new=size)
 
 
 def load_yaml(text: str, what: str = "template") -> tuple[Any, list[Problem]]:

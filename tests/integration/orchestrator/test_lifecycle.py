@@ -100,26 +100,6 @@ def instance_dirs(cp: ControlPlane) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir()) if root.exists() else []
 
 
-@pytest.fixture
-def cp(procs: ProcessGroup) -> Iterator[ControlPlane]:
-    plane = start_control_plane(procs, naps=("nap-dc", "nap-edge-a1", "nap-edge-a2", "nap-edge-b1"))
-    try:
-        # The catalogue is applied at start (services.orchestrator.catalogue_file).
-        wait("catalogue applied", lambda: cp_sites(plane) == 3)
-        wait("topology at the PCE", lambda: plane.pce.GetTopology(pce_pb2.GetTopologyRequest(), timeout=5).version)
-        yield plane
-    finally:
-        # Endpoint instances outlive their controller on purpose (adoption after a crash): remove them here.
-        procs.stop_all()
-        vim = ProcessVim(plane.state_dir / "sfemc" / "process-vim")
-        for inst in vim.list():
-            vim.delete(inst.instance_id)
-
-
-def cp_sites(cp: ControlPlane) -> int:
-    return len(cp.orchestrator.GetInfrastructure(O.GetInfrastructureRequest(), timeout=5).sites)
-
-
 def publish_requests(cp: ControlPlane, nap_id: str, requests: int) -> None:
     """nap_http demand at ``nap_id`` (what the NAP reports), one point now."""
     m = model_pb2.Measurement(name="nap_http", tags={"flame_location": nap_id, "fqdn": FQDN})
@@ -371,7 +351,10 @@ def test_vim_step_timeout_is_a_timeout_failure_and_cleans_up(procs: ProcessGroup
     FAILED with a timeout, the service DEGRADED, the stuck process killed; delete removes everything."""
     plane = start_control_plane(procs, naps=("nap-dc",), vims={"process": {"boot_timeout_s": 1.0}})
     try:
-        wait("catalogue applied", lambda: cp_sites(plane) == 3)
+        wait(
+            "catalogue applied",
+            lambda: len(plane.orchestrator.GetInfrastructure(O.GetInfrastructureRequest(), timeout=5).sites) == 3,
+        )
         plane.sfemc.RegisterEndpointImage(
             sfemc_pb2.RegisterEndpointImageRequest(
                 request_id="img-sleepy",
@@ -427,3 +410,14 @@ def test_sfemc3_metric_trigger_polled_from_the_clmc_connects_edge_b_and_endpoint
     last = points[-1]
     assert last.fields["current_state"].string_value == "connected"
     assert last.fields["placed_sum"].double_value > 0 and "booted_mst" in last.fields
+
+
+def test_orch7_unregistered_image_is_refused_at_validation_not_left_pending(cp: ControlPlane) -> None:
+    """Issue 14: a template naming an image the SFEMC does not have for the endpoint's VIM is INVALID_ARGUMENT with
+    the image's path (before: accepted, then PENDING forever while the SFEMC refused every ApplyEndpoints)."""
+    text = VOD.read_text().replace("image: vod-media-server", "image: no-such-image")
+    with pytest.raises(grpc.RpcError) as info:
+        deploy(cp, text)
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+    assert "no-such-image" in (info.value.details() or "") and "registered" in (info.value.details() or "")
+    assert cp.orchestrator.ListMediaServices(O.ListMediaServicesRequest(), timeout=5).services == []

@@ -234,3 +234,34 @@ def test_override_validation_and_viewpoints(tmp_path: Path) -> None:
         assert info.value.code() is grpc.StatusCode.PERMISSION_DENIED
 
     serve(tmp_path, scenario)
+
+
+def test_sfemc7_name_claim_is_released_when_its_last_endpoint_is_deleted(tmp_path: Path) -> None:
+    """Issue 14 item 4: after alice's service is deleted (its endpoints removed), bob may claim the name (before, the
+    claim stayed forever and bob was refused)."""
+
+    async def scenario(stubs: dict[str, Any]) -> None:
+        ops, servicer = stubs["ops"], stubs["servicer"]
+        await ops.ApplyEndpoints(
+            sfemc_pb2.ApplyEndpointsRequest(
+                request_id=uuid.uuid4().hex, media_service="vod", owner="alice",
+                endpoints=[spec("origin", "vod.video.flame.example")],
+            )
+        )  # fmt: skip
+        await ops.ApplyEndpoints(
+            sfemc_pb2.ApplyEndpointsRequest(request_id=uuid.uuid4().hex, media_service="vod", owner="alice")
+        )
+        for _ in range(300):
+            if not servicer.table.endpoints:
+                break
+            await asyncio.sleep(0.05)
+        assert not servicer.table.endpoints
+        await ops.ApplyEndpoints(
+            sfemc_pb2.ApplyEndpointsRequest(
+                request_id=uuid.uuid4().hex, media_service="bob-vod", owner="bob",
+                endpoints=[spec("origin", "VOD.video.flame.example")],
+            )
+        )  # fmt: skip
+        assert servicer._registrant(servicer.table.endpoints["bob-vod/origin"]) == "bob"
+
+    serve(tmp_path, scenario)

@@ -129,3 +129,11 @@ def test_usage_of_deployed_services_sums_per_site(catalogue: Catalogue) -> None:
 def test_site_model_defaults_fit_a_default_endpoint() -> None:
     site = Site("s", "n", GeoPoint(0, 0))
     assert place(_tpl(_ep("a")), Catalogue((site,), (), (), ()), {}) == {"a": "s"}
+
+
+def test_surrogates_whose_fqdns_differ_only_in_case_are_spread_over_sites(catalogue: Catalogue) -> None:
+    """Issue 14: `VOD.Video...` and `vod.video...` are one name: they never share a site."""
+    eps = [_ep(f"s{i}", fqdn=f) for i, f in enumerate(("vod.video.flame.example", "VOD.video.flame.example",
+                                                          "Vod.Video.Flame.Example"))]  # fmt: skip
+    result = place(_tpl(*eps), catalogue, {})
+    assert isinstance(result, dict) and len(set(result.values())) == 3, result

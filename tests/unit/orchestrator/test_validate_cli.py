@@ -42,3 +42,13 @@ def test_a_bad_catalogue_is_reported_and_fails(tmp_path: Path, capsys: pytest.Ca
 def test_unreadable_files_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(tmp_path / "missing.yaml")]) == 2
     assert main(["validate", str(VOD), "--catalogue", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_orch2_offline_validate_checks_metrics_against_the_static_information_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 14: `flame validate` without a CLMC still refuses a KPI on a field the information model lacks."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(VOD.read_text().replace("field: requests", "field: no_such_field"))
+    assert main(["validate", str(bad)]) == 1
+    assert "nap_http has no field 'no_such_field'" in capsys.readouterr().out

@@ -252,3 +252,23 @@ def test_every_problem_of_a_template_with_many_faults_is_reported() -> None:
         f"{NODES}.edge_a.properties.initial_state",
         f"{POLICIES}.connect.targets",
     } <= paths
+
+
+def test_orch7_fqdns_differing_only_in_case_are_one_name_for_the_different_sites_rule() -> None:
+    """Issue 14: `VOD.video.flame.example` and `vod.video.flame.example` at one site are refused like equal names."""
+    doc = base()
+    props(doc, "edge_a")["fqdn"] = "VOD.Video.Flame.Example"
+    props(doc, "edge_a")["placement"] = {"site": "site-dc"}
+    _tpl, problems = check_template(text(doc))
+    assert any(p.path.endswith("edge_a.properties.placement.site") and p.severity is Severity.ERROR for p in problems)
+
+
+def test_orch2_implausible_window_is_warned_about_with_the_unit_probably_meant() -> None:
+    """Issue 14: `window: 30000` (30 s in ms meant) is accepted as 8.3 h, with a warning naming 30000ms."""
+    doc = base()
+    policy(doc, "demand")["properties"]["window"] = 30000
+    _tpl, problems = check_template(text(doc))
+    warnings = [p for p in problems if p.severity is Severity.WARNING and p.path.endswith(".window")]
+    assert warnings and "8.3 h" in warnings[0].message and "30000ms" in warnings[0].hint, problems
+    policy(doc, "demand")["properties"]["window"] = "30s"
+    assert not [p for p in check_template(text(doc))[1] if p.path.endswith(".window")]

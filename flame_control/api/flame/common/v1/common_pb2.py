@@ -22,19 +22,24 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66lame/common/v1/common.proto\x12\x0f\x66lame.common.v1\"@\n\x0bGeoLocation\x12\x10\n\x08latitude\x18\x01 \x01(\x01\x12\x11\n\tlongitude\x18\x02 \x01(\x01\x12\x0c\n\x04name\x18\x03 \x01(\t*\xf4\x01\n\x0fStakeholderRole\x12 \n\x1cSTAKEHOLDER_ROLE_UNSPECIFIED\x10\x00\x12&\n\"STAKEHOLDER_ROLE_PLATFORM_OPERATOR\x10\x01\x12,\n(STAKEHOLDER_ROLE_INFRASTRUCTURE_PROVIDER\x10\x02\x12+\n\'STAKEHOLDER_ROLE_MEDIA_SERVICE_PROVIDER\x10\x03\x12\x1c\n\x18STAKEHOLDER_ROLE_ANALYST\x10\x04\x12\x1e\n\x1aSTAKEHOLDER_ROLE_COMPONENT\x10\x05*\x92\x02\n\rEndpointState\x12\x1e\n\x1a\x45NDPOINT_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45NDPOINT_STATE_UNPLACED\x10\x01\x12\x1a\n\x16\x45NDPOINT_STATE_PLACING\x10\x02\x12\x19\n\x15\x45NDPOINT_STATE_PLACED\x10\x03\x12\x1a\n\x16\x45NDPOINT_STATE_BOOTING\x10\x04\x12\x19\n\x15\x45NDPOINT_STATE_BOOTED\x10\x05\x12\x1d\n\x19\x45NDPOINT_STATE_CONNECTING\x10\x06\x12\x1c\n\x18\x45NDPOINT_STATE_CONNECTED\x10\x07\x12\x19\n\x15\x45NDPOINT_STATE_FAILED\x10\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66lame/common/v1/common.proto\x12\x0f\x66lame.common.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"@\n\x0bGeoLocation\x12\x10\n\x08latitude\x18\x01 \x01(\x01\x12\x11\n\tlongitude\x18\x02 \x01(\x01\x12\x0c\n\x04name\x18\x03 \x01(\t\"\xa6\x01\n\tCondition\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x30\n\x06status\x18\x02 \x01(\x0e\x32 .flame.common.v1.ConditionStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x38\n\x14last_transition_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xf4\x01\n\x0fStakeholderRole\x12 \n\x1cSTAKEHOLDER_ROLE_UNSPECIFIED\x10\x00\x12&\n\"STAKEHOLDER_ROLE_PLATFORM_OPERATOR\x10\x01\x12,\n(STAKEHOLDER_ROLE_INFRASTRUCTURE_PROVIDER\x10\x02\x12+\n\'STAKEHOLDER_ROLE_MEDIA_SERVICE_PROVIDER\x10\x03\x12\x1c\n\x18STAKEHOLDER_ROLE_ANALYST\x10\x04\x12\x1e\n\x1aSTAKEHOLDER_ROLE_COMPONENT\x10\x05*\x92\x02\n\rEndpointState\x12\x1e\n\x1a\x45NDPOINT_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45NDPOINT_STATE_UNPLACED\x10\x01\x12\x1a\n\x16\x45NDPOINT_STATE_PLACING\x10\x02\x12\x19\n\x15\x45NDPOINT_STATE_PLACED\x10\x03\x12\x1a\n\x16\x45NDPOINT_STATE_BOOTING\x10\x04\x12\x19\n\x15\x45NDPOINT_STATE_BOOTED\x10\x05\x12\x1d\n\x19\x45NDPOINT_STATE_CONNECTING\x10\x06\x12\x1c\n\x18\x45NDPOINT_STATE_CONNECTED\x10\x07\x12\x19\n\x15\x45NDPOINT_STATE_FAILED\x10\x08*\x88\x01\n\x0f\x43onditionStatus\x12 \n\x1c\x43ONDITION_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43ONDITION_STATUS_TRUE\x10\x01\x12\x1a\n\x16\x43ONDITION_STATUS_FALSE\x10\x02\x12\x1c\n\x18\x43ONDITION_STATUS_UNKNOWN\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'flame.common.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STAKEHOLDERROLE']._serialized_start=116
-  _globals['_STAKEHOLDERROLE']._serialized_end=360
-  _globals['_ENDPOINTSTATE']._serialized_start=363
-  _globals['_ENDPOINTSTATE']._serialized_end=637
-  _globals['_GEOLOCATION']._serialized_start=49
-  _globals['_GEOLOCATION']._serialized_end=113
+  _globals['_STAKEHOLDERROLE']._serialized_start=318
+  _globals['_STAKEHOLDERROLE']._serialized_end=562
+  _globals['_ENDPOINTSTATE']._serialized_start=565
+  _globals['_ENDPOINTSTATE']._serialized_end=839
+  _globals['_CONDITIONSTATUS']._serialized_start=842
+  _globals['_CONDITIONSTATUS']._serialized_end=978
+  _globals['_GEOLOCATION']._serialized_start=82
+  _globals['_GEOLOCATION']._serialized_end=146
+  _globals['_CONDITION']._serialized_start=149
+  _globals['_CONDITION']._serialized_end=315
 # @@protoc_insertion_point(module_scope)

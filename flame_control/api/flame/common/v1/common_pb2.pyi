@@ -7,6 +7,7 @@ lives in that service's package.
 
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -108,6 +109,34 @@ ENDPOINT_STATE_FAILED: EndpointState.ValueType  # 8
 """The platform tried and failed to move it; see the latest config event for the cause."""
 Global___EndpointState: _TypeAlias = EndpointState  # noqa: Y015
 
+class _ConditionStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ConditionStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConditionStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONDITION_STATUS_UNSPECIFIED: _ConditionStatus.ValueType  # 0
+    """Not set."""
+    CONDITION_STATUS_TRUE: _ConditionStatus.ValueType  # 1
+    """The condition holds (verified)."""
+    CONDITION_STATUS_FALSE: _ConditionStatus.ValueType  # 2
+    """The condition does not hold (verified)."""
+    CONDITION_STATUS_UNKNOWN: _ConditionStatus.ValueType  # 3
+    """Not known: the check could not be made (a component did not answer) or was not made yet."""
+
+class ConditionStatus(_ConditionStatus, metaclass=_ConditionStatusEnumTypeWrapper):
+    """Status of a condition (issue 14), as in Kubernetes: true, false, or not known (could not be verified)."""
+
+CONDITION_STATUS_UNSPECIFIED: ConditionStatus.ValueType  # 0
+"""Not set."""
+CONDITION_STATUS_TRUE: ConditionStatus.ValueType  # 1
+"""The condition holds (verified)."""
+CONDITION_STATUS_FALSE: ConditionStatus.ValueType  # 2
+"""The condition does not hold (verified)."""
+CONDITION_STATUS_UNKNOWN: ConditionStatus.ValueType  # 3
+"""Not known: the check could not be made (a component did not answer) or was not made yet."""
+Global___ConditionStatus: _TypeAlias = ConditionStatus  # noqa: Y015
+
 @_typing.final
 class GeoLocation(_message.Message):
     """A point on the Earth's surface (WGS84), used for geo placement (ORCH-5) and geo-constrained routing (SFR-5)."""
@@ -137,3 +166,45 @@ class GeoLocation(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GeoLocation: _TypeAlias = GeoLocation  # noqa: Y015
+
+@_typing.final
+class Condition(_message.Message):
+    """A Kubernetes-style status condition (issue 14): one aspect of an object's state, why it is what it is, and since
+    when. Types used: "Ready", "SfemcWatch", "EndpointsVerified" (media services), "Verified" (endpoints).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    LAST_TRANSITION_TIME_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """The aspect ("Ready", "Verified", ...)."""
+    status: Global___ConditionStatus.ValueType
+    """Whether it holds."""
+    reason: _builtins.str
+    """Machine-readable reason of the current status (CamelCase, e.g. "NapProbeFailed")."""
+    message: _builtins.str
+    """Human-readable detail."""
+    @_builtins.property
+    def last_transition_time(self) -> _timestamp_pb2.Timestamp:
+        """When `status` last changed."""
+
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        status: Global___ConditionStatus.ValueType = ...,
+        reason: _builtins.str = ...,
+        message: _builtins.str = ...,
+        last_transition_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_transition_time", b"last_transition_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_transition_time", b"last_transition_time", "message", b"message", "reason", b"reason", "status", b"status", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Condition: _TypeAlias = Condition  # noqa: Y015

@@ -27,63 +27,63 @@ from flame_control.api.flame.sfemc.v1 import sfemc_pb2 as flame_dot_sfemc_dot_v1
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(flame/orchestrator/v1/orchestrator.proto\x12\x15\x66lame.orchestrator.v1\x1a\x1c\x66lame/common/v1/common.proto\x1a\x1a\x66lame/sfemc/v1/sfemc.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"q\n\x0fTemplateProblem\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0c\n\x04hint\x18\x03 \x01(\t\x12\x31\n\x08severity\x18\x04 \x01(\x0e\x32\x1f.flame.orchestrator.v1.Severity\"\xc9\x02\n\x0cMediaService\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x34\n\x06status\x18\x03 \x01(\x0e\x32$.flame.orchestrator.v1.ServiceStatus\x12+\n\tendpoints\x18\x04 \x03(\x0b\x32\x18.flame.sfemc.v1.Endpoint\x12\x12\n\ngeneration\x18\x05 \x01(\x04\x12\x1b\n\x13observed_generation\x18\x06 \x01(\x04\x12\x17\n\x0ftemplate_sha256\x18\x07 \x01(\t\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07message\x18\n \x01(\t\"+\n\x17ValidateTemplateRequest\x12\x10\n\x08template\x18\x01 \x01(\t\"c\n\x18ValidateTemplateResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x38\n\x08problems\x18\x02 \x03(\x0b\x32&.flame.orchestrator.v1.TemplateProblem\"A\n\x19\x44\x65ployMediaServiceRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08template\x18\x02 \x01(\t\"R\n\x1a\x44\x65ployMediaServiceResponse\x12\x34\n\x07service\x18\x01 \x01(\x0b\x32#.flame.orchestrator.v1.MediaService\"&\n\x16GetMediaServiceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"O\n\x17GetMediaServiceResponse\x12\x34\n\x07service\x18\x01 \x01(\x0b\x32#.flame.orchestrator.v1.MediaService\"\x1a\n\x18ListMediaServicesRequest\"R\n\x19ListMediaServicesResponse\x12\x35\n\x08services\x18\x01 \x03(\x0b\x32#.flame.orchestrator.v1.MediaService\"O\n\x19UpdateMediaServiceRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08template\x18\x03 \x01(\t\"R\n\x1aUpdateMediaServiceResponse\x12\x34\n\x07service\x18\x01 \x01(\x0b\x32#.flame.orchestrator.v1.MediaService\"=\n\x19\x44\x65leteMediaServiceRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x1c\n\x1a\x44\x65leteMediaServiceResponse\"(\n\x18WatchMediaServiceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x87\x02\n\x19WatchMediaServiceResponse\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x06status\x18\x02 \x01(\x0e\x32$.flame.orchestrator.v1.ServiceStatus\x12\x13\n\x0b\x65ndpoint_id\x18\x03 \x01(\t\x12\x32\n\nfrom_state\x18\x04 \x01(\x0e\x32\x1e.flame.common.v1.EndpointState\x12\x30\n\x08to_state\x18\x05 \x01(\x0e\x32\x1e.flame.common.v1.EndpointState\x12\x0f\n\x07message\x18\x06 \x01(\t\"\xaa\x01\n\x04Site\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\x08location\x18\x02 \x01(\x0b\x32\x1c.flame.common.v1.GeoLocation\x12\x0e\n\x06region\x18\x03 \x01(\t\x12\x0e\n\x06nap_id\x18\x04 \x01(\t\x12\x0c\n\x04tier\x18\x05 \x01(\t\x12\x0c\n\x04\x63pus\x18\x06 \x01(\x01\x12\x11\n\tmemory_mb\x18\x07 \x01(\x04\x12\x15\n\rmax_endpoints\x18\x08 \x01(\r\"L\n#ApplyInfrastructureCatalogueRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tcatalogue\x18\x02 \x01(\t\"O\n$ApplyInfrastructureCatalogueResponse\x12\r\n\x05sites\x18\x01 \x01(\r\x12\x18\n\x10topology_version\x18\x02 \x01(\x04\"\x1a\n\x18GetInfrastructureRequest\"a\n\x19GetInfrastructureResponse\x12*\n\x05sites\x18\x01 \x03(\x0b\x32\x1b.flame.orchestrator.v1.Site\x12\x18\n\x10\x63\x61talogue_sha256\x18\x02 \x01(\t\".\n\x1e\x45xportServiceDescriptorRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"D\n\x1f\x45xportServiceDescriptorResponse\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x0f\n\x07package\x18\x02 \x01(\x0c*N\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x12\n\x0eSEVERITY_ERROR\x10\x01\x12\x14\n\x10SEVERITY_WARNING\x10\x02*\xda\x01\n\rServiceStatus\x12\x1e\n\x1aSERVICE_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16SERVICE_STATUS_PENDING\x10\x01\x12\x1c\n\x18SERVICE_STATUS_DEPLOYING\x10\x02\x12\x1a\n\x16SERVICE_STATUS_RUNNING\x10\x03\x12\x1b\n\x17SERVICE_STATUS_DEGRADED\x10\x04\x12\x1b\n\x17SERVICE_STATUS_DELETING\x10\x05\x12\x19\n\x15SERVICE_STATUS_FAILED\x10\x06\x32\xfc\t\n\x13OrchestratorService\x12s\n\x10ValidateTemplate\x12..flame.orchestrator.v1.ValidateTemplateRequest\x1a/.flame.orchestrator.v1.ValidateTemplateResponse\x12y\n\x12\x44\x65ployMediaService\x12\x30.flame.orchestrator.v1.DeployMediaServiceRequest\x1a\x31.flame.orchestrator.v1.DeployMediaServiceResponse\x12p\n\x0fGetMediaService\x12-.flame.orchestrator.v1.GetMediaServiceRequest\x1a..flame.orchestrator.v1.GetMediaServiceResponse\x12v\n\x11ListMediaServices\x12/.flame.orchestrator.v1.ListMediaServicesRequest\x1a\x30.flame.orchestrator.v1.ListMediaServicesResponse\x12y\n\x12UpdateMediaService\x12\x30.flame.orchestrator.v1.UpdateMediaServiceRequest\x1a\x31.flame.orchestrator.v1.UpdateMediaServiceResponse\x12y\n\x12\x44\x65leteMediaService\x12\x30.flame.orchestrator.v1.DeleteMediaServiceRequest\x1a\x31.flame.orchestrator.v1.DeleteMediaServiceResponse\x12x\n\x11WatchMediaService\x12/.flame.orchestrator.v1.WatchMediaServiceRequest\x1a\x30.flame.orchestrator.v1.WatchMediaServiceResponse0\x01\x12\x97\x01\n\x1c\x41pplyInfrastructureCatalogue\x12:.flame.orchestrator.v1.ApplyInfrastructureCatalogueRequest\x1a;.flame.orchestrator.v1.ApplyInfrastructureCatalogueResponse\x12v\n\x11GetInfrastructure\x12/.flame.orchestrator.v1.GetInfrastructureRequest\x1a\x30.flame.orchestrator.v1.GetInfrastructureResponse\x12\x88\x01\n\x17\x45xportServiceDescriptor\x12\x35.flame.orchestrator.v1.ExportServiceDescriptorRequest\x1a\x36.flame.orchestrator.v1.ExportServiceDescriptorResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(flame/orchestrator/v1/orchestrator.proto\x12\x15\x66lame.orchestrator.v1\x1a\x1c\x66lame/common/v1/common.proto\x1a\x1a\x66lame/sfemc/v1/sfemc.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"q\n\x0fTemplateProblem\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0c\n\x04hint\x18\x03 \x01(\t\x12\x31\n\x08severity\x18\x04 \x01(\x0e\x32\x1f.flame.orchestrator.v1.Severity\"\xf9\x02\n\x0cMediaService\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x34\n\x06status\x18\x03 \x01(\x0e\x32$.flame.orchestrator.v1.ServiceStatus\x12+\n\tendpoints\x18\x04 \x03(\x0b\x32\x18.flame.sfemc.v1.Endpoint\x12\x12\n\ngeneration\x18\x05 \x01(\x04\x12\x1b\n\x13observed_generation\x18\x06 \x01(\x04\x12\x17\n\x0ftemplate_sha256\x18\x07 \x01(\t\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07message\x18\n \x01(\t\x12.\n\nconditions\x18\x0b \x03(\x0b\x32\x1a.flame.common.v1.Condition\"+\n\x17ValidateTemplateRequest\x12\x10\n\x08template\x18\x01 \x01(\t\"c\n\x18ValidateTemplateResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x38\n\x08problems\x18\x02 \x03(\x0b\x32&.flame.orchestrator.v1.TemplateProblem\"A\n\x19\x44\x65ployMediaServiceRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08template\x18\x02 \x01(\t\"R\n\x1a\x44\x65ployMediaServiceResponse\x12\x34\n\x07service\x18\x01 \x01(\x0b\x32#.flame.orchestrator.v1.MediaService\"&\n\x16GetMediaServiceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"O\n\x17GetMediaServiceResponse\x12\x34\n\x07service\x18\x01 \x01(\x0b\x32#.flame.orchestrator.v1.MediaService\"\x1a\n\x18ListMediaServicesRequest\"R\n\x19ListMediaServicesResponse\x12\x35\n\x08services\x18\x01 \x03(\x0b\x32#.flame.orchestrator.v1.MediaService\"O\n\x19UpdateMediaServiceRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08template\x18\x03 \x01(\t\"R\n\x1aUpdateMediaServiceResponse\x12\x34\n\x07service\x18\x01 \x01(\x0b\x32#.flame.orchestrator.v1.MediaService\"=\n\x19\x44\x65leteMediaServiceRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x1c\n\x1a\x44\x65leteMediaServiceResponse\"b\n\x18WatchMediaServiceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1d\n\x15resume_after_revision\x18\x02 \x01(\x04\x12\x19\n\x11wait_for_creation\x18\x03 \x01(\x08\"\xaa\x02\n\x19WatchMediaServiceResponse\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x06status\x18\x02 \x01(\x0e\x32$.flame.orchestrator.v1.ServiceStatus\x12\x13\n\x0b\x65ndpoint_id\x18\x03 \x01(\t\x12\x32\n\nfrom_state\x18\x04 \x01(\x0e\x32\x1e.flame.common.v1.EndpointState\x12\x30\n\x08to_state\x18\x05 \x01(\x0e\x32\x1e.flame.common.v1.EndpointState\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x10\n\x08revision\x18\x07 \x01(\x04\x12\x0f\n\x07resumed\x18\x08 \x01(\x08\"\xaa\x01\n\x04Site\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\x08location\x18\x02 \x01(\x0b\x32\x1c.flame.common.v1.GeoLocation\x12\x0e\n\x06region\x18\x03 \x01(\t\x12\x0e\n\x06nap_id\x18\x04 \x01(\t\x12\x0c\n\x04tier\x18\x05 \x01(\t\x12\x0c\n\x04\x63pus\x18\x06 \x01(\x01\x12\x11\n\tmemory_mb\x18\x07 \x01(\x04\x12\x15\n\rmax_endpoints\x18\x08 \x01(\r\"L\n#ApplyInfrastructureCatalogueRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tcatalogue\x18\x02 \x01(\t\"O\n$ApplyInfrastructureCatalogueResponse\x12\r\n\x05sites\x18\x01 \x01(\r\x12\x18\n\x10topology_version\x18\x02 \x01(\x04\"\x1a\n\x18GetInfrastructureRequest\"a\n\x19GetInfrastructureResponse\x12*\n\x05sites\x18\x01 \x03(\x0b\x32\x1b.flame.orchestrator.v1.Site\x12\x18\n\x10\x63\x61talogue_sha256\x18\x02 \x01(\t\".\n\x1e\x45xportServiceDescriptorRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"D\n\x1f\x45xportServiceDescriptorResponse\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x0f\n\x07package\x18\x02 \x01(\x0c*N\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x12\n\x0eSEVERITY_ERROR\x10\x01\x12\x14\n\x10SEVERITY_WARNING\x10\x02*\xf6\x01\n\rServiceStatus\x12\x1e\n\x1aSERVICE_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16SERVICE_STATUS_PENDING\x10\x01\x12\x1c\n\x18SERVICE_STATUS_DEPLOYING\x10\x02\x12\x1a\n\x16SERVICE_STATUS_RUNNING\x10\x03\x12\x1b\n\x17SERVICE_STATUS_DEGRADED\x10\x04\x12\x1b\n\x17SERVICE_STATUS_DELETING\x10\x05\x12\x19\n\x15SERVICE_STATUS_FAILED\x10\x06\x12\x1a\n\x16SERVICE_STATUS_UNKNOWN\x10\x07\x32\xfc\t\n\x13OrchestratorService\x12s\n\x10ValidateTemplate\x12..flame.orchestrator.v1.ValidateTemplateRequest\x1a/.flame.orchestrator.v1.ValidateTemplateResponse\x12y\n\x12\x44\x65ployMediaService\x12\x30.flame.orchestrator.v1.DeployMediaServiceRequest\x1a\x31.flame.orchestrator.v1.DeployMediaServiceResponse\x12p\n\x0fGetMediaService\x12-.flame.orchestrator.v1.GetMediaServiceRequest\x1a..flame.orchestrator.v1.GetMediaServiceResponse\x12v\n\x11ListMediaServices\x12/.flame.orchestrator.v1.ListMediaServicesRequest\x1a\x30.flame.orchestrator.v1.ListMediaServicesResponse\x12y\n\x12UpdateMediaService\x12\x30.flame.orchestrator.v1.UpdateMediaServiceRequest\x1a\x31.flame.orchestrator.v1.UpdateMediaServiceResponse\x12y\n\x12\x44\x65leteMediaService\x12\x30.flame.orchestrator.v1.DeleteMediaServiceRequest\x1a\x31.flame.orchestrator.v1.DeleteMediaServiceResponse\x12x\n\x11WatchMediaService\x12/.flame.orchestrator.v1.WatchMediaServiceRequest\x1a\x30.flame.orchestrator.v1.WatchMediaServiceResponse0\x01\x12\x97\x01\n\x1c\x41pplyInfrastructureCatalogue\x12:.flame.orchestrator.v1.ApplyInfrastructureCatalogueRequest\x1a;.flame.orchestrator.v1.ApplyInfrastructureCatalogueResponse\x12v\n\x11GetInfrastructure\x12/.flame.orchestrator.v1.GetInfrastructureRequest\x1a\x30.flame.orchestrator.v1.GetInfrastructureResponse\x12\x88\x01\n\x17\x45xportServiceDescriptor\x12\x35.flame.orchestrator.v1.ExportServiceDescriptorRequest\x1a\x36.flame.orchestrator.v1.ExportServiceDescriptorResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'flame.orchestrator.v1.orchestrator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SEVERITY']._serialized_start=2278
-  _globals['_SEVERITY']._serialized_end=2356
-  _globals['_SERVICESTATUS']._serialized_start=2359
-  _globals['_SERVICESTATUS']._serialized_end=2577
+  _globals['_SEVERITY']._serialized_start=2419
+  _globals['_SEVERITY']._serialized_end=2497
+  _globals['_SERVICESTATUS']._serialized_start=2500
+  _globals['_SERVICESTATUS']._serialized_end=2746
   _globals['_TEMPLATEPROBLEM']._serialized_start=158
   _globals['_TEMPLATEPROBLEM']._serialized_end=271
   _globals['_MEDIASERVICE']._serialized_start=274
-  _globals['_MEDIASERVICE']._serialized_end=603
-  _globals['_VALIDATETEMPLATEREQUEST']._serialized_start=605
-  _globals['_VALIDATETEMPLATEREQUEST']._serialized_end=648
-  _globals['_VALIDATETEMPLATERESPONSE']._serialized_start=650
-  _globals['_VALIDATETEMPLATERESPONSE']._serialized_end=749
-  _globals['_DEPLOYMEDIASERVICEREQUEST']._serialized_start=751
-  _globals['_DEPLOYMEDIASERVICEREQUEST']._serialized_end=816
-  _globals['_DEPLOYMEDIASERVICERESPONSE']._serialized_start=818
-  _globals['_DEPLOYMEDIASERVICERESPONSE']._serialized_end=900
-  _globals['_GETMEDIASERVICEREQUEST']._serialized_start=902
-  _globals['_GETMEDIASERVICEREQUEST']._serialized_end=940
-  _globals['_GETMEDIASERVICERESPONSE']._serialized_start=942
-  _globals['_GETMEDIASERVICERESPONSE']._serialized_end=1021
-  _globals['_LISTMEDIASERVICESREQUEST']._serialized_start=1023
-  _globals['_LISTMEDIASERVICESREQUEST']._serialized_end=1049
-  _globals['_LISTMEDIASERVICESRESPONSE']._serialized_start=1051
-  _globals['_LISTMEDIASERVICESRESPONSE']._serialized_end=1133
-  _globals['_UPDATEMEDIASERVICEREQUEST']._serialized_start=1135
-  _globals['_UPDATEMEDIASERVICEREQUEST']._serialized_end=1214
-  _globals['_UPDATEMEDIASERVICERESPONSE']._serialized_start=1216
-  _globals['_UPDATEMEDIASERVICERESPONSE']._serialized_end=1298
-  _globals['_DELETEMEDIASERVICEREQUEST']._serialized_start=1300
-  _globals['_DELETEMEDIASERVICEREQUEST']._serialized_end=1361
-  _globals['_DELETEMEDIASERVICERESPONSE']._serialized_start=1363
-  _globals['_DELETEMEDIASERVICERESPONSE']._serialized_end=1391
-  _globals['_WATCHMEDIASERVICEREQUEST']._serialized_start=1393
-  _globals['_WATCHMEDIASERVICEREQUEST']._serialized_end=1433
-  _globals['_WATCHMEDIASERVICERESPONSE']._serialized_start=1436
-  _globals['_WATCHMEDIASERVICERESPONSE']._serialized_end=1699
-  _globals['_SITE']._serialized_start=1702
-  _globals['_SITE']._serialized_end=1872
-  _globals['_APPLYINFRASTRUCTURECATALOGUEREQUEST']._serialized_start=1874
-  _globals['_APPLYINFRASTRUCTURECATALOGUEREQUEST']._serialized_end=1950
-  _globals['_APPLYINFRASTRUCTURECATALOGUERESPONSE']._serialized_start=1952
-  _globals['_APPLYINFRASTRUCTURECATALOGUERESPONSE']._serialized_end=2031
-  _globals['_GETINFRASTRUCTUREREQUEST']._serialized_start=2033
-  _globals['_GETINFRASTRUCTUREREQUEST']._serialized_end=2059
-  _globals['_GETINFRASTRUCTURERESPONSE']._serialized_start=2061
-  _globals['_GETINFRASTRUCTURERESPONSE']._serialized_end=2158
-  _globals['_EXPORTSERVICEDESCRIPTORREQUEST']._serialized_start=2160
-  _globals['_EXPORTSERVICEDESCRIPTORREQUEST']._serialized_end=2206
-  _globals['_EXPORTSERVICEDESCRIPTORRESPONSE']._serialized_start=2208
-  _globals['_EXPORTSERVICEDESCRIPTORRESPONSE']._serialized_end=2276
-  _globals['_ORCHESTRATORSERVICE']._serialized_start=2580
-  _globals['_ORCHESTRATORSERVICE']._serialized_end=3856
+  _globals['_MEDIASERVICE']._serialized_end=651
+  _globals['_VALIDATETEMPLATEREQUEST']._serialized_start=653
+  _globals['_VALIDATETEMPLATEREQUEST']._serialized_end=696
+  _globals['_VALIDATETEMPLATERESPONSE']._serialized_start=698
+  _globals['_VALIDATETEMPLATERESPONSE']._serialized_end=797
+  _globals['_DEPLOYMEDIASERVICEREQUEST']._serialized_start=799
+  _globals['_DEPLOYMEDIASERVICEREQUEST']._serialized_end=864
+  _globals['_DEPLOYMEDIASERVICERESPONSE']._serialized_start=866
+  _globals['_DEPLOYMEDIASERVICERESPONSE']._serialized_end=948
+  _globals['_GETMEDIASERVICEREQUEST']._serialized_start=950
+  _globals['_GETMEDIASERVICEREQUEST']._serialized_end=988
+  _globals['_GETMEDIASERVICERESPONSE']._serialized_start=990
+  _globals['_GETMEDIASERVICERESPONSE']._serialized_end=1069
+  _globals['_LISTMEDIASERVICESREQUEST']._serialized_start=1071
+  _globals['_LISTMEDIASERVICESREQUEST']._serialized_end=1097
+  _globals['_LISTMEDIASERVICESRESPONSE']._serialized_start=1099
+  _globals['_LISTMEDIASERVICESRESPONSE']._serialized_end=1181
+  _globals['_UPDATEMEDIASERVICEREQUEST']._serialized_start=1183
+  _globals['_UPDATEMEDIASERVICEREQUEST']._serialized_end=1262
+  _globals['_UPDATEMEDIASERVICERESPONSE']._serialized_start=1264
+  _globals['_UPDATEMEDIASERVICERESPONSE']._serialized_end=1346
+  _globals['_DELETEMEDIASERVICEREQUEST']._serialized_start=1348
+  _globals['_DELETEMEDIASERVICEREQUEST']._serialized_end=1409
+  _globals['_DELETEMEDIASERVICERESPONSE']._serialized_start=1411
+  _globals['_DELETEMEDIASERVICERESPONSE']._serialized_end=1439
+  _globals['_WATCHMEDIASERVICEREQUEST']._serialized_start=1441
+  _globals['_WATCHMEDIASERVICEREQUEST']._serialized_end=1539
+  _globals['_WATCHMEDIASERVICERESPONSE']._serialized_start=1542
+  _globals['_WATCHMEDIASERVICERESPONSE']._serialized_end=1840
+  _globals['_SITE']._serialized_start=1843
+  _globals['_SITE']._serialized_end=2013
+  _globals['_APPLYINFRASTRUCTURECATALOGUEREQUEST']._serialized_start=2015
+  _globals['_APPLYINFRASTRUCTURECATALOGUEREQUEST']._serialized_end=2091
+  _globals['_APPLYINFRASTRUCTURECATALOGUERESPONSE']._serialized_start=2093
+  _globals['_APPLYINFRASTRUCTURECATALOGUERESPONSE']._serialized_end=2172
+  _globals['_GETINFRASTRUCTUREREQUEST']._serialized_start=2174
+  _globals['_GETINFRASTRUCTUREREQUEST']._serialized_end=2200
+  _globals['_GETINFRASTRUCTURERESPONSE']._serialized_start=2202
+  _globals['_GETINFRASTRUCTURERESPONSE']._serialized_end=2299
+  _globals['_EXPORTSERVICEDESCRIPTORREQUEST']._serialized_start=2301
+  _globals['_EXPORTSERVICEDESCRIPTORREQUEST']._serialized_end=2347
+  _globals['_EXPORTSERVICEDESCRIPTORRESPONSE']._serialized_start=2349
+  _globals['_EXPORTSERVICEDESCRIPTORRESPONSE']._serialized_end=2417
+  _globals['_ORCHESTRATORSERVICE']._serialized_start=2749
+  _globals['_ORCHESTRATORSERVICE']._serialized_end=4025
 # @@protoc_insertion_point(module_scope)

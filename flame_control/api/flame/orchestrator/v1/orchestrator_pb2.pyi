@@ -68,6 +68,10 @@ class _ServiceStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Service
     """Being deleted."""
     SERVICE_STATUS_FAILED: _ServiceStatus.ValueType  # 6
     """Deployment failed and was rolled back."""
+    SERVICE_STATUS_UNKNOWN: _ServiceStatus.ValueType  # 7
+    """Not known (issue 14): the SFEMC's endpoint watch is down, or some endpoint's state could not be verified yet
+    (e.g. right after a restart). Never shown as RUNNING.
+    """
 
 class ServiceStatus(_ServiceStatus, metaclass=_ServiceStatusEnumTypeWrapper):
     """Overall status of a media service. Honest: RUNNING only when every endpoint is in its desired state."""
@@ -86,6 +90,10 @@ SERVICE_STATUS_DELETING: ServiceStatus.ValueType  # 5
 """Being deleted."""
 SERVICE_STATUS_FAILED: ServiceStatus.ValueType  # 6
 """Deployment failed and was rolled back."""
+SERVICE_STATUS_UNKNOWN: ServiceStatus.ValueType  # 7
+"""Not known (issue 14): the SFEMC's endpoint watch is down, or some endpoint's state could not be verified yet
+(e.g. right after a restart). Never shown as RUNNING.
+"""
 Global___ServiceStatus: _TypeAlias = ServiceStatus  # noqa: Y015
 
 @_typing.final
@@ -138,6 +146,7 @@ class MediaService(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    CONDITIONS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Name (flame_sfc), from the template's metadata."""
     owner: _builtins.str
@@ -164,6 +173,12 @@ class MediaService(_message.Message):
     def updated_at(self) -> _timestamp_pb2.Timestamp:
         """Last status change."""
 
+    @_builtins.property
+    def conditions(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Condition]:
+        """Conditions (issue 14): "Ready" (the status as a condition), "SfemcWatch" (the endpoint watch is live),
+        "EndpointsVerified" (every endpoint's state verified by the SFEMC).
+        """
+
     def __init__(
         self,
         *,
@@ -177,10 +192,11 @@ class MediaService(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         message: _builtins.str = ...,
+        conditions: _abc.Iterable[_common_pb2.Condition] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "endpoints", b"endpoints", "generation", b"generation", "message", b"message", "name", b"name", "observed_generation", b"observed_generation", "owner", b"owner", "status", b"status", "template_sha256", b"template_sha256", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conditions", b"conditions", "created_at", b"created_at", "endpoints", b"endpoints", "generation", b"generation", "message", b"message", "name", b"name", "observed_generation", b"observed_generation", "owner", b"owner", "status", b"status", "template_sha256", b"template_sha256", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -477,16 +493,27 @@ class WatchMediaServiceRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
+    RESUME_AFTER_REVISION_FIELD_NUMBER: _builtins.int
+    WAIT_FOR_CREATION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Name."""
+    resume_after_revision: _builtins.int
+    """Resume after this revision (issue 14): events with a greater revision still held are sent first (from memory;
+    when some were dropped or the orchestrator restarted, the stream starts with "current status" and
+    `resumed` false). 0 = start with the current status.
+    """
+    wait_for_creation: _builtins.bool
+    """Wait for the service to be deployed instead of answering NOT_FOUND (issue 14)."""
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
+        resume_after_revision: _builtins.int = ...,
+        wait_for_creation: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "resume_after_revision", b"resume_after_revision", "wait_for_creation", b"wait_for_creation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -504,6 +531,8 @@ class WatchMediaServiceResponse(_message.Message):
     FROM_STATE_FIELD_NUMBER: _builtins.int
     TO_STATE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    RESUMED_FIELD_NUMBER: _builtins.int
     status: Global___ServiceStatus.ValueType
     """Service status after the event."""
     endpoint_id: _builtins.str
@@ -514,6 +543,12 @@ class WatchMediaServiceResponse(_message.Message):
     """Endpoint state after."""
     message: _builtins.str
     """What happened."""
+    revision: _builtins.int
+    """Revision of this event: increases with every event of the orchestrator (across restarts as well); pass the last
+    one seen as `resume_after_revision` to resume (issue 14).
+    """
+    resumed: _builtins.bool
+    """True on the first message of a stream resumed without a gap from `resume_after_revision`."""
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
         """When."""
@@ -527,10 +562,12 @@ class WatchMediaServiceResponse(_message.Message):
         from_state: _common_pb2.EndpointState.ValueType = ...,
         to_state: _common_pb2.EndpointState.ValueType = ...,
         message: _builtins.str = ...,
+        revision: _builtins.int = ...,
+        resumed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint_id", b"endpoint_id", "from_state", b"from_state", "message", b"message", "status", b"status", "time", b"time", "to_state", b"to_state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint_id", b"endpoint_id", "from_state", b"from_state", "message", b"message", "resumed", b"resumed", "revision", b"revision", "status", b"status", "time", b"time", "to_state", b"to_state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

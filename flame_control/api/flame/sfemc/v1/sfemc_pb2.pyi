@@ -197,6 +197,8 @@ class Endpoint(_message.Message):
     INSTANCE_ID_FIELD_NUMBER: _builtins.int
     STATE_DURATIONS_FIELD_NUMBER: _builtins.int
     LAST_ERROR_FIELD_NUMBER: _builtins.int
+    VERIFIED_FIELD_NUMBER: _builtins.int
+    CONDITIONS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique id ("<media service>/<node name>")."""
     media_service: _builtins.str
@@ -223,6 +225,11 @@ class Endpoint(_message.Message):
     """VIM instance id (once placed)."""
     last_error: _builtins.str
     """Last error (failure category and message), empty when healthy."""
+    verified: _builtins.bool
+    """True when the SFEMC verified the endpoint's state since it (re)started and the last check passed (issue 14): a
+    placed or booted instance seen at the VIM (booted: answering); connected: the PCE lists the registration, the NAP
+    maps it and a probe through that NAP to the FQDN answers. False = not verified (unknown), never assumed.
+    """
     @_builtins.property
     def state_since(self) -> _timestamp_pb2.Timestamp:
         """Since when it is in `state`."""
@@ -230,6 +237,10 @@ class Endpoint(_message.Message):
     @_builtins.property
     def state_durations(self) -> _containers.MessageMap[_builtins.str, _duration_pb2.Duration]:
         """Time spent per state so far (endpoint_config <state>_sum), keyed by state name in lower case."""
+
+    @_builtins.property
+    def conditions(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Condition]:
+        """Conditions: "Verified" (status, reason and message of the last check)."""
 
     def __init__(
         self,
@@ -249,10 +260,12 @@ class Endpoint(_message.Message):
         instance_id: _builtins.str = ...,
         state_durations: _abc.Mapping[_builtins.str, _duration_pb2.Duration] | None = ...,
         last_error: _builtins.str = ...,
+        verified: _builtins.bool = ...,
+        conditions: _abc.Iterable[_common_pb2.Condition] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["state_since", b"state_since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "desired_state", b"desired_state", "fqdn", b"fqdn", "id", b"id", "image", b"image", "instance_id", b"instance_id", "last_error", b"last_error", "media_service", b"media_service", "nap_id", b"nap_id", "node_name", b"node_name", "overridden", b"overridden", "site", b"site", "state", b"state", "state_durations", b"state_durations", "state_since", b"state_since"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "conditions", b"conditions", "desired_state", b"desired_state", "fqdn", b"fqdn", "id", b"id", "image", b"image", "instance_id", b"instance_id", "last_error", b"last_error", "media_service", b"media_service", "nap_id", b"nap_id", "node_name", b"node_name", "overridden", b"overridden", "site", b"site", "state", b"state", "state_durations", b"state_durations", "state_since", b"state_since", "verified", b"verified"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -499,10 +512,15 @@ class WatchEndpointsResponse(_message.Message):
     ENDPOINT_FIELD_NUMBER: _builtins.int
     PREVIOUS_STATE_FIELD_NUMBER: _builtins.int
     REMOVED_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_FIELD_NUMBER: _builtins.int
     previous_state: _common_pb2.EndpointState.ValueType
     """State before."""
     removed: _builtins.bool
     """True when the endpoint left the SFEMC (removed from its media service); this is its last message."""
+    heartbeat: _builtins.bool
+    """True for a heartbeat (no endpoint, sent every few seconds while nothing changes): watchers treat a stream silent
+    for longer than a few heartbeats as lost (issue 14: status depends on a live watch).
+    """
     @_builtins.property
     def endpoint(self) -> Global___Endpoint:
         """The endpoint after the change."""
@@ -513,10 +531,11 @@ class WatchEndpointsResponse(_message.Message):
         endpoint: Global___Endpoint | None = ...,
         previous_state: _common_pb2.EndpointState.ValueType = ...,
         removed: _builtins.bool = ...,
+        heartbeat: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "previous_state", b"previous_state", "removed", b"removed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "heartbeat", b"heartbeat", "previous_state", b"previous_state", "removed", b"removed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
