@@ -245,7 +245,8 @@ class ClmcServicer(clmc_pb2_grpc.ClmcServiceServicer):
     async def DefineKpi(self, request: clmc_pb2.DefineKpiRequest, context: Any) -> clmc_pb2.DefineKpiResponse:
         spec = spec_from_proto(request.kpi)
         self.view(context).check_service(spec.media_service)
-        await asyncio.to_thread(self._engine().define, spec)
+        engine = self._engine()
+        await engine.announce(await asyncio.to_thread(engine.define, spec))
         return clmc_pb2.DefineKpiResponse(kpi=spec_to_proto(spec))
 
     async def ListKpis(self, request: clmc_pb2.ListKpisRequest, context: Any) -> clmc_pb2.ListKpisResponse:
@@ -275,8 +276,11 @@ class ClmcServicer(clmc_pb2_grpc.ClmcServiceServicer):
         v.check(bool(request.name), "name", "required")
         v.raise_if_any()
         self.view(context).check_service(request.media_service)
-        if not await asyncio.to_thread(self._engine().delete, (request.media_service, request.name)):
+        engine = self._engine()
+        existed, events = await asyncio.to_thread(engine.delete, (request.media_service, request.name))
+        if not existed:
             raise NotFound("kpi", f"{request.media_service}/{request.name}")
+        await engine.announce(events)
         return clmc_pb2.DeleteKpiResponse()
 
     async def SubscribeKpiEvents(

@@ -91,3 +91,57 @@ def test_clmc22_kpi_event_in_real_time_and_alert_state_survives_restart(tmp_path
             assert len((await stub.ListKpis(clmc_pb2.ListKpisRequest())).kpis) == 0
 
     asyncio.run(scenario())
+
+
+def test_clmc19_redefining_a_firing_kpi_over_grpc_keeps_it_firing_and_it_clears_at_70(tmp_path: Path) -> None:
+    """Issue 15: an alert firing at 500 survives DefineKpi with the same definition (what the orchestrator sends on
+    every service update) and clears when the value falls to 70; a changed definition, then a delete, each send
+    CLEARED for what was firing."""
+    tags = {"flame_location": "bristol", "flame_sfc": "svc-a"}
+    kpi = latency_kpi()
+    kpi.clear_threshold = 0  # clears below 100
+
+    async def scenario() -> None:
+        async with running_server(clmc_spec(tmp_path, kpi_interval_s=0.5)) as target, channel(target) as ch:
+            stub = clmc_pb2_grpc.ClmcServiceStub(ch)
+            await stub.DefineKpi(clmc_pb2.DefineKpiRequest(request_id="k1", kpi=kpi))
+            stream = stub.SubscribeKpiEvents(clmc_pb2.SubscribeKpiEventsRequest(media_service="svc-a"))
+            await asyncio.sleep(0.3)
+            one = clmc_pb2.PublishMeasurementsRequest(
+                points=[point("nap_http", time.time_ns(), tags, latency_ms=500.0)]
+            )
+            await publish(stub, one)
+            assert (await next_event(stream)).state == kpi_pb2.KPI_STATE_FIRING
+            await stub.DefineKpi(clmc_pb2.DefineKpiRequest(request_id="k2", kpi=kpi))  # a service update
+            (status,) = (await stub.ListKpis(clmc_pb2.ListKpisRequest())).kpis
+            assert [dict(f.group) for f in status.firing] == [{"flame_location": "bristol"}]
+            await publish(
+                stub,
+                clmc_pb2.PublishMeasurementsRequest(points=[point("nap_http", time.time_ns(), tags, latency_ms=70.0)]),
+            )
+            cleared = await next_event(stream)
+            assert cleared.state == kpi_pb2.KPI_STATE_CLEARED and cleared.value == 70.0
+            # Fire again, then change the threshold: CLEARED for the old definition's alert.
+            await publish(
+                stub,
+                clmc_pb2.PublishMeasurementsRequest(points=[point("nap_http", time.time_ns(), tags, latency_ms=600.0)]),
+            )
+            assert (await next_event(stream)).state == kpi_pb2.KPI_STATE_FIRING
+            changed = latency_kpi()
+            changed.threshold, changed.clear_threshold = 1000, 900
+            await stub.DefineKpi(clmc_pb2.DefineKpiRequest(request_id="k3", kpi=changed))
+            redefined = await next_event(stream)
+            assert redefined.state == kpi_pb2.KPI_STATE_CLEARED and "redefined" in redefined.message
+            changed.threshold, changed.clear_threshold = 100, 50
+            await stub.DefineKpi(clmc_pb2.DefineKpiRequest(request_id="k4", kpi=changed))
+            await publish(
+                stub,
+                clmc_pb2.PublishMeasurementsRequest(points=[point("nap_http", time.time_ns(), tags, latency_ms=700.0)]),
+            )
+            assert (await next_event(stream)).state == kpi_pb2.KPI_STATE_FIRING
+            await stub.DeleteKpi(clmc_pb2.DeleteKpiRequest(request_id="d1", media_service="svc-a", name="latency"))
+            gone = await next_event(stream)
+            assert gone.state == kpi_pb2.KPI_STATE_CLEARED and "deleted" in gone.message
+            stream.cancel()
+
+    asyncio.run(scenario())
