@@ -212,6 +212,8 @@ class KafkaEventSink:
 
 #: Stores converted points (blocking); raises on failure so offsets are not committed.
 StoreFn = Callable[[list[SeriesData]], int]
+#: Validates and converts one message's batch against the CLMC's schema (raises InvalidArgument: message dropped).
+ConvertFn = Callable[[clmc_pb2.PublishMeasurementsRequest], list[SeriesData]]
 
 
 class KafkaIngestor:
@@ -227,8 +229,10 @@ class KafkaIngestor:
         clock_ns: Callable[[], int] = time.time_ns,
         session_timeout_ms: int = 6000,
         security: KafkaSecurity = PLAINTEXT,
+        convert: ConvertFn | None = None,
     ) -> None:
         self._consumer = Consumer(consumer_config(bootstrap, group, session_timeout_ms, security))
+        self._convert = convert
         self._consumer.subscribe([topics.measurements, topics.subject_points])
         self._store = store
         self._limits = limits or Limits()
@@ -249,7 +253,7 @@ class KafkaIngestor:
                 self.rewind_if_log_lost()
             return 0
         self._idle_polls = 0
-        batch: list[SeriesData] = []
+        parts: list[list[SeriesData]] = []
         first: dict[tuple[str, int], int] = {}
         for m in msgs:
             error = m.error()
@@ -263,14 +267,17 @@ class KafkaIngestor:
                 continue
             try:
                 req = clmc_pb2.PublishMeasurementsRequest.FromString(value)
-                batch += convert_batch(req, self._clock_ns(), self._limits)
+                if self._convert is not None:
+                    parts.append(self._convert(req))
+                else:
+                    parts.append(convert_batch(req, self._clock_ns(), self._limits))
             except (DomainError, ValueError) as exc:
                 self.rejected_messages += 1
                 log.error("dropping invalid message %s[%d]@%d: %s", m.topic(), m.partition(), m.offset(), exc)
         if not first:
             return 0
         try:
-            stored = self._store(batch) if batch else 0
+            stored = self._store_parts(parts)
         except Exception:
             for (topic, partition), offset in first.items():
                 self._consumer.seek(TopicPartition(topic, partition, offset))
@@ -278,6 +285,28 @@ class KafkaIngestor:
         if commit:
             self._consumer.commit(asynchronous=False)
         self.stored_points += stored
+        return stored
+
+    def _store_parts(self, parts: list[list[SeriesData]]) -> int:
+        """Store every message's points in one write; when the backend refuses that write (retrying cannot help),
+        store message by message and drop (count) the ones it refuses, so one message never blocks a partition."""
+        batch = [s for part in parts for s in part]
+        if not batch:
+            return 0
+        try:
+            return self._store(batch)
+        except DomainError:
+            if len(parts) == 1:
+                self.rejected_messages += 1
+                log.error("dropping a message the backend refused", exc_info=True)
+                return 0
+        stored = 0
+        for part in parts:
+            try:
+                stored += self._store(part) if part else 0
+            except DomainError as exc:
+                self.rejected_messages += 1
+                log.error("dropping a message the backend refused: %s", exc)
         return stored
 
     def rewind_if_log_lost(self) -> int:

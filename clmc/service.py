@@ -176,6 +176,7 @@ class KafkaWiring:
             self.topics,
             self.limits,
             security=self.security,
+            convert=self.servicer.convert,
         )
         self.ingestor.start()
 

@@ -18,12 +18,15 @@ from clmc.kpi_engine import KpiEngine
 from clmc.kpi_rules import spec_from_proto, spec_to_proto
 from clmc.kpi_state import ClmcState, subject_digest
 from clmc.model import SUBJECT_TAG, information_model
-from clmc.storage.base import MetricStore, Selection, SeriesData, StorageError
+from clmc.schema import FieldTypes
+from clmc.storage.base import MetricStore, Selection, SeriesData, StorageError, StorageRejected
 from clmc.viewpoint import Viewpoint, viewpoint_of, with_time
 from flame_control.api.flame.clmc.v1 import clmc_pb2, clmc_pb2_grpc, kpi_pb2
 from flame_control.runtime.auth import principal_from_context
 from flame_control.runtime.errors import (
     FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
     NotFound,
     PermissionDenied,
     PreconditionViolation,
@@ -65,6 +68,8 @@ class ClmcServicer(clmc_pb2_grpc.ClmcServiceServicer):
         self.clock_ns = clock_ns
         self.subject_eraser = subject_eraser
         self.stored_hooks: list[StoredHook] = []
+        #: One schema for every backend: field types per measurement (model, then stored, then first write).
+        self.field_types = FieldTypes(store.field_types())
         self.engine = engine
         self.state = state
         self.erased_subjects: set[str] = state.erased_subjects() if state else set()
@@ -77,9 +82,12 @@ class ClmcServicer(clmc_pb2_grpc.ClmcServiceServicer):
         """The caller's viewpoint."""
         return viewpoint_of(principal_from_context(context))
 
-    async def _storage(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def _storage(self, fn: Callable[..., Any], *args: Any, subject: str = "request") -> Any:
         try:
             return await asyncio.to_thread(fn, *args)
+        except StorageRejected as exc:  # retrying cannot help: never UNAVAILABLE (publishers retry that)
+            log.warning("storage refused: %s", exc)
+            raise InvalidArgument([FieldViolation(subject, f"{self.store.name} backend refused it: {exc}")]) from exc
         except StorageError as exc:
             log.warning("storage error: %s", exc)
             raise Unavailable(f"{self.store.name} backend: {exc}") from exc
@@ -89,7 +97,7 @@ class ClmcServicer(clmc_pb2_grpc.ClmcServiceServicer):
         if self.erased_subjects:
             batch = [s for s in batch if not self._erased(dict(s.tags).get(SUBJECT_TAG))]
         batch = self.dimensions.apply(self.attribution.apply(batch))
-        n: int = await self._storage(self.store.write, batch)
+        n: int = await self._storage(self.store.write, batch, subject="points")
         for hook in self.stored_hooks:
             hook(batch)
         return n
@@ -103,10 +111,14 @@ class ClmcServicer(clmc_pb2_grpc.ClmcServiceServicer):
     ) -> clmc_pb2.PublishMeasurementsResponse:
         accepted = batches = 0
         async for req in request_iterator:
-            batch = convert_batch(req, self.clock_ns(), self.limits)
+            batch = self.convert(req)
             accepted += await self.store_batch(batch)
             batches += 1
         return clmc_pb2.PublishMeasurementsResponse(accepted_points=accepted, batches=batches)
+
+    def convert(self, req: clmc_pb2.PublishMeasurementsRequest) -> list[SeriesData]:
+        """Validate and convert a batch against the schema (gRPC and Kafka ingest); raises InvalidArgument."""
+        return convert_batch(req, self.clock_ns(), self.limits, self.field_types)
 
     async def PublishConfigEvents(
         self, request_iterator: AsyncIterator[clmc_pb2.PublishConfigEventsRequest], context: Any
