@@ -19,7 +19,7 @@ from clmc.kafka_bus import (
     MeasurementProducer,
     Topics,
     ensure_topics,
-    subject_tombstones,
+    erase_subject,
 )
 from clmc.kafka_security import KafkaSecuritySettings
 from clmc.kpi_engine import KpiEngine
@@ -156,7 +156,7 @@ class KafkaWiring:
         self.producer = MeasurementProducer(settings.kafka_bootstrap, self.topics, self.security)
         self.sink = KafkaEventSink(settings.kafka_bootstrap, self.topics, self.security)
         engine.sinks.append(self.sink)
-        servicer.subject_eraser = lambda subject, points: subject_tombstones(self.producer, points)
+        servicer.subject_eraser = lambda subject, points: erase_subject(self.producer, subject, self.security)
         self.ingestor: KafkaIngestor | None = None
 
     async def start(self) -> None:
@@ -177,6 +177,8 @@ class KafkaWiring:
             self.limits,
             security=self.security,
             convert=self.servicer.convert,
+            erased=self.servicer.is_erased,
+            tombstone=self.producer.tombstone,
         )
         self.ingestor.start()
 
@@ -185,6 +187,10 @@ class KafkaWiring:
         if self.ingestor is not None:
             await asyncio.to_thread(self.ingestor.close)
         await asyncio.to_thread(self.sink.flush)
+        try:  # tombstones of late copies the ingestor queued
+            await asyncio.to_thread(self.producer.flush, 10.0)
+        except RuntimeError as exc:
+            log.warning("kafka producer: %s", exc)
 
 
 def build(ctx: ServiceContext) -> ServiceSpec:

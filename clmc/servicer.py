@@ -95,14 +95,15 @@ class ClmcServicer(clmc_pb2_grpc.ClmcServiceServicer):
     async def store_batch(self, batch: list[SeriesData]) -> int:
         """Write converted points (dropping points of erased subjects) and run the stored hooks."""
         if self.erased_subjects:
-            batch = [s for s in batch if not self._erased(dict(s.tags).get(SUBJECT_TAG))]
+            batch = [s for s in batch if not self.is_erased(dict(s.tags).get(SUBJECT_TAG))]
         batch = self.dimensions.apply(self.attribution.apply(batch))
         n: int = await self._storage(self.store.write, batch, subject="points")
         for hook in self.stored_hooks:
             hook(batch)
         return n
 
-    def _erased(self, subject: str | None) -> bool:
+    def is_erased(self, subject: str | None) -> bool:
+        """True for a data subject erased before (its late copies are dropped)."""
         return subject is not None and subject_digest(subject) in self.erased_subjects
 
     # --- ingest (CLMC-3, 4, 5, 8, 9) ---------------------------------------------------------------------------
@@ -235,7 +236,13 @@ class ClmcServicer(clmc_pb2_grpc.ClmcServiceServicer):
         if self.state is not None:
             await asyncio.to_thread(self.state.add_erased_subject, request.subject_id)
         points, _ = await self._storage(self.store.query, sel, (), 10_000_000)
-        tombstones = self.subject_eraser(request.subject_id, points) if self.subject_eraser else 0
+        tombstones = 0
+        if self.subject_eraser is not None:
+            try:
+                tombstones = await asyncio.to_thread(self.subject_eraser, request.subject_id, points)
+            except Exception as exc:  # the Kafka side could not be erased now; the caller retries (idempotent)
+                log.warning("kafka erasure of a subject failed: %s", exc)
+                raise Unavailable(f"kafka erasure failed, retry: {exc}") from exc
         await self._storage(self.store.delete, sel)
         left = await self._storage(self.store.count, sel)
         if left:

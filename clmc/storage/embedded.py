@@ -297,8 +297,15 @@ class EmbeddedStore:
                         chunk,
                     )
                 self._db.execute("COMMIT")
+                # Deleted data must leave the WAL too before the delete returns (data-subject erasure, CLMC-26):
+                # secure_delete zeroes it in the new page images; the checkpoint moves them into the database file
+                # and TRUNCATE empties the WAL, which still held the old images.
+                busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+                if busy:
+                    raise StorageError("embedded delete: WAL checkpoint blocked by a reader; retry")
             except sqlite3.Error as exc:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise StorageError(f"embedded delete failed: {exc}") from exc
             self._ids.clear()
             self._by_measurement.clear()
