@@ -252,20 +252,93 @@ def erase_subject(producer: MeasurementProducer, subject: str, security: KafkaSe
 
 
 class KafkaEventSink:
-    """KPI events to the KPI topic (serialized KpiEvent, key ``media_service/kpi``)."""
+    """KPI events to the KPI topic (serialized KpiEvent, key ``media_service/kpi``), with delivery reports: a failed
+    delivery is re-sent (on a fresh producer) up to ``max_attempts`` times in all, then counted in ``failed`` and
+    logged as an error, never lost without notice. A background thread serves the reports."""
 
-    def __init__(self, bootstrap: str, topics: Topics = Topics(), security: KafkaSecurity = PLAINTEXT) -> None:
-        self._producer = Producer(producer_config(bootstrap, security))
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: Topics = Topics(),
+        security: KafkaSecurity = PLAINTEXT,
+        max_attempts: int = 3,
+        message_timeout_ms: int = 15_000,
+    ) -> None:
+        self._config = {**producer_config(bootstrap, security), "message.timeout.ms": message_timeout_ms}
+        self._producer = Producer(self._config)
         self._topic = topics.kpi_events
+        self.max_attempts = max_attempts
+        self.delivered = self.resent = self.failed = 0
+        self._lock = threading.Lock()
+        self._retry: list[tuple[bytes, bytes, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="clmc-kpi-sink", daemon=True)
+        self._thread.start()
 
     def __call__(self, event: kpi_pb2.KpiEvent) -> None:
         key = f"{event.media_service}/{event.kpi}".encode()
-        self._producer.produce(self._topic, key=key, value=event.SerializeToString())
-        self._producer.poll(0)
+        self._produce(key, event.SerializeToString(), 1)
+
+    def _produce(self, key: bytes, value: bytes, attempt: int) -> None:
+        def report(err: KafkaError | None, _msg: Any) -> None:
+            self._report(err, key, value, attempt)
+
+        with self._lock:
+            producer = self._producer
+        while True:
+            try:
+                producer.produce(self._topic, key=key, value=value, on_delivery=report)
+                producer.poll(0)
+                return
+            except BufferError:  # local queue full: serve reports first
+                producer.poll(0.1)
+
+    def _report(self, err: KafkaError | None, key: bytes, value: bytes, attempt: int) -> None:
+        if err is None:
+            self.delivered += 1
+        elif attempt < self.max_attempts:
+            log.warning("KPI event %s not delivered (%s); re-sending (attempt %d)", key.decode(), err, attempt + 1)
+            with self._lock:
+                self._retry.append((key, value, attempt + 1))
+        else:
+            self.failed += 1
+            log.error("KPI event %s lost after %d attempts: %s", key.decode(), attempt, err)
+
+    def _resend(self) -> None:
+        with self._lock:
+            retry, self._retry = self._retry, []
+            if retry:  # an idempotent producer that timed out may be stuck on the old producer id: a fresh one
+                self._producer = Producer(self._config)
+        for key, value, attempt in retry:
+            self.resent += 1
+            self._produce(key, value, attempt)
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                producer = self._producer
+            producer.poll(0.2)
+            self._resend()
 
     def flush(self, timeout: float = 10.0) -> int:
-        """Wait for queued events; returns how many are still queued."""
-        return int(self._producer.flush(timeout))
+        """Wait for queued events (re-sends included); returns how many are still queued or awaiting a re-send."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._resend()
+            with self._lock:
+                producer = self._producer
+            left = int(producer.flush(max(0.0, min(1.0, deadline - time.monotonic()))))
+            with self._lock:
+                pending = len(self._retry)
+            if (left == 0 and pending == 0) or time.monotonic() >= deadline:
+                return left + pending
+
+    def close(self, timeout: float = 10.0) -> int:
+        """Flush, then stop the report thread; returns events not delivered."""
+        left = self.flush(timeout)
+        self._stop.set()
+        self._thread.join(5)
+        return left
 
 
 #: Stores converted points (blocking); raises on failure so offsets are not committed.

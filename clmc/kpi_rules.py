@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from clmc.analytics import AGG_KINDS
 from clmc.ingest import MEASUREMENT_RE, NAME_RE
 from clmc.kpi import DEADMAN, EITHER, GREATER, LESS, RELATIVE, THRESHOLD, KpiSpec
 from clmc.model import SUBJECT_TAG
+from clmc.schema import FLOAT, INTEGER
 from flame_control.api.flame.clmc.v1 import kpi_pb2
 from flame_control.runtime.errors import Violations
 
+NUMERIC_TYPES = (FLOAT, INTEGER)
 _KINDS = {kpi_pb2.KPI_KIND_THRESHOLD: THRESHOLD, kpi_pb2.KPI_KIND_RELATIVE: RELATIVE, kpi_pb2.KPI_KIND_DEADMAN: DEADMAN}
 _KIND_ENUM = {v: k for k, v in _KINDS.items()}
 _CMP = {kpi_pb2.COMPARISON_GREATER: GREATER, kpi_pb2.COMPARISON_LESS: LESS, kpi_pb2.COMPARISON_UNSPECIFIED: EITHER}
@@ -84,6 +88,21 @@ def spec_from_proto(d: kpi_pb2.KpiDefinition) -> KpiSpec:
         for_ns=for_ns,
         deadman_ns=deadman,
     )
+
+
+def check_against_schema(spec: KpiSpec, fields: Mapping[str, str]) -> None:
+    """A KPI must watch a measurement and numeric field the CLMC knows (the information model, or written before):
+    a KPI on a typo would never fire. ``fields`` = field -> type of ``spec.measurement``; raises InvalidArgument."""
+    v = Violations()
+    if not fields:
+        v.add(
+            "kpi.measurement", f"unknown measurement {spec.measurement!r}: not in the information model, never written"
+        )
+    elif spec.field and spec.field not in fields:
+        v.add("kpi.field", f"unknown field of {spec.measurement} (known: {', '.join(sorted(fields))})")
+    elif spec.field and fields[spec.field] not in NUMERIC_TYPES:
+        v.add("kpi.field", f"{spec.field} is a {fields[spec.field]} field; KPIs need a numeric field")
+    v.raise_if_any()
 
 
 def spec_to_proto(s: KpiSpec) -> kpi_pb2.KpiDefinition:

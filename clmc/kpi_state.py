@@ -160,6 +160,12 @@ class ClmcState:
             self._db.execute("DELETE FROM events WHERE seq <= (SELECT MAX(seq) FROM events) - ?", (self._retained,))
         return out
 
+    def oldest_sequence(self) -> int:
+        """Sequence number of the oldest retained event (0 when none is retained)."""
+        with self._lock:
+            row = self._db.execute("SELECT MIN(seq) FROM events").fetchone()
+        return int(row[0] or 0)
+
     def events_after(self, sequence: int) -> list[kpi_pb2.KpiEvent]:
         """Retained events with a larger sequence number, in order."""
         with self._lock:

@@ -68,6 +68,11 @@ class FieldTypes:
         """The field's type, or None when nothing decided it yet."""
         return self._types.get((measurement, field_name))
 
+    def fields_of(self, measurement: str) -> dict[str, str]:
+        """Every field with a decided type of a measurement (empty: the measurement is unknown)."""
+        with self._lock:
+            return {f: t for (m, f), t in self._types.items() if m == measurement}
+
     def claim(self, wanted: Mapping[tuple[str, str], str]) -> dict[tuple[str, str], str]:
         """Record the types of a batch about to be written, all or none; returns the conflicts (key -> the type
         already decided), empty when claimed."""

@@ -64,6 +64,9 @@ class Settings(BaseModel):
     influx_retry_s: float = Field(default=10.0, gt=0)
     #: Most points accepted in one batch.
     max_points_per_batch: int = Field(default=200_000, gt=0)
+    #: KPI events kept for subscribers resuming by sequence number; older ones are dropped (a resumed subscription
+    #: past them gets a gap marker).
+    kpi_events_retained: int = Field(default=10_000, ge=1)
     #: How often every KPI is evaluated (also right after new points of a watched measurement), seconds.
     kpi_interval_s: float = Field(default=1.0, gt=0)
     #: Kafka bootstrap servers ("host:port,..."); empty = no Kafka (gRPC ingest only).
@@ -186,7 +189,9 @@ class KafkaWiring:
         """Stop consuming and flush KPI events."""
         if self.ingestor is not None:
             await asyncio.to_thread(self.ingestor.close)
-        await asyncio.to_thread(self.sink.flush)
+        left = await asyncio.to_thread(self.sink.close)
+        if left:
+            log.error("%d KPI events not delivered to Kafka at shutdown", left)
         try:  # tombstones of late copies the ingestor queued
             await asyncio.to_thread(self.producer.flush, 10.0)
         except RuntimeError as exc:
@@ -198,7 +203,7 @@ def build(ctx: ServiceContext) -> ServiceSpec:
     settings: Settings = ctx.settings if isinstance(ctx.settings, Settings) else Settings()
     store = open_store(settings, Path(ctx.state_dir))
     limits = Limits(settings.max_points_per_batch, int(settings.max_future_s * 1e9))
-    state = ClmcState(Path(ctx.state_dir) / "clmc_state.sqlite")
+    state = ClmcState(Path(ctx.state_dir) / "clmc_state.sqlite", settings.kpi_events_retained)
     engine = KpiEngine(store, state, wall_clock_ns, settings.kpi_interval_s)
     servicer = ClmcServicer(store, limits, engine=engine, state=state, dimensions=DimensionMap(settings.dimensions))
     kafka = KafkaWiring(settings, servicer, engine, limits) if settings.kafka_bootstrap else None

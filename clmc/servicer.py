@@ -15,7 +15,7 @@ from clmc.dimensions import DimensionMap
 from clmc.endpoint_config import endpoint_config_point, endpoint_tags, transition
 from clmc.ingest import CONFIG_EVENT_MEASUREMENT, Limits, convert_batch, convert_events, to_config_event, to_measurement
 from clmc.kpi_engine import KpiEngine
-from clmc.kpi_rules import spec_from_proto, spec_to_proto
+from clmc.kpi_rules import check_against_schema, spec_from_proto, spec_to_proto
 from clmc.kpi_state import ClmcState, subject_digest
 from clmc.model import SUBJECT_TAG, information_model
 from clmc.schema import FieldTypes
@@ -41,6 +41,11 @@ log = logging.getLogger("flame.clmc")
 StoredHook = Callable[[list[SeriesData]], None]
 #: Erases a data subject outside the metric store (Kafka tombstones); returns tombstones written.
 SubjectEraser = Callable[[str, list[Any]], int]
+
+
+def kpi_gap(first: int, last: int) -> clmc_pb2.KpiEventGap:
+    """The gap marker of events a resumed subscription missed."""
+    return clmc_pb2.KpiEventGap(first_sequence=first, last_sequence=last)
 
 
 def wall_clock_ns() -> int:
@@ -263,6 +268,7 @@ class ClmcServicer(clmc_pb2_grpc.ClmcServiceServicer):
 
     async def DefineKpi(self, request: clmc_pb2.DefineKpiRequest, context: Any) -> clmc_pb2.DefineKpiResponse:
         spec = spec_from_proto(request.kpi)
+        check_against_schema(spec, self.field_types.fields_of(spec.measurement))
         self.view(context).check_service(spec.media_service)
         engine = self._engine()
         await engine.announce(await asyncio.to_thread(engine.define, spec))
@@ -317,6 +323,10 @@ class ClmcServicer(clmc_pb2_grpc.ClmcServiceServicer):
         try:
             last = request.after_sequence
             if request.after_sequence:
+                oldest = await asyncio.to_thread(engine.state.oldest_sequence)
+                if oldest > request.after_sequence + 1:  # resumed past retention: say so, never skip silently
+                    gap = kpi_gap(request.after_sequence + 1, oldest - 1)
+                    yield clmc_pb2.SubscribeKpiEventsResponse(gap=gap)
                 for e in await asyncio.to_thread(engine.state.events_after, request.after_sequence):
                     last = e.sequence
                     if wanted(e):

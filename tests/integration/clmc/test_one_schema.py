@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import grpc
 import pytest
 
-from flame_control.api.flame.clmc.v1 import clmc_pb2, clmc_pb2_grpc
+from flame_control.api.flame.clmc.v1 import clmc_pb2, clmc_pb2_grpc, kpi_pb2
 from flame_control.runtime.testing import channel, running_server
 from tests.integration.clmc.helpers import S, clmc_spec, point, publish
 from tests.integration.clmc.test_clmc_service import violations
@@ -139,3 +140,46 @@ def test_clmc10_backend_refusal_is_invalid_argument_not_unavailable(tmp_path: Pa
         asyncio.run(scenario())
     finally:
         group.stop_all()
+
+
+def test_clmc19_define_kpi_refuses_unknown_measurements_and_fields_on_both_backends(
+    backend: tuple[dict[str, Any], Influxd | None], tmp_path: Path
+) -> None:
+    """A KPI on a typo never fires: DefineKpi refuses measurements and fields the CLMC does not know (the model, or
+    written before: also after a restart) and non-numeric fields."""
+    settings, _ = backend
+
+    def kpi(measurement: str, field: str) -> clmc_pb2.DefineKpiRequest:
+        d = kpi_pb2.KpiDefinition(
+            name="k",
+            media_service="s",
+            kind=kpi_pb2.KPI_KIND_THRESHOLD,
+            measurement=measurement,
+            field=field,
+            comparison=kpi_pb2.COMPARISON_GREATER,
+            threshold=1,
+        )
+        return clmc_pb2.DefineKpiRequest(request_id=uuid.uuid4().hex, kpi=d)
+
+    async def define_refused(stub: Any, req: clmc_pb2.DefineKpiRequest) -> list[str]:
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await stub.DefineKpi(req)
+        assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT, exc.value.details()
+        return violations(exc.value)
+
+    async def scenario() -> None:
+        async with running_server(clmc_spec(tmp_path, **settings)) as target, channel(target) as ch:
+            stub = clmc_pb2_grpc.ClmcServiceStub(ch)
+            assert await define_refused(stub, kpi("nap_htp", "latency_ms")) == ["kpi.measurement"]
+            assert await define_refused(stub, kpi("nap_http", "latency")) == ["kpi.field"]
+            assert await define_refused(stub, kpi("endpoint_config", "current_state")) == ["kpi.field"]  # a string
+            assert await define_refused(stub, kpi("app", "v")) == ["kpi.measurement"]
+            await publish(stub, batch(point("app", now_ns(), {"flame_sfc": "s"}, v=1.5)))
+            await stub.DefineKpi(kpi("app", "v"))
+            await stub.DefineKpi(kpi("nap_http", "latency_ms"))
+        async with running_server(clmc_spec(tmp_path, **settings)) as target, channel(target) as ch:
+            stub = clmc_pb2_grpc.ClmcServiceStub(ch)
+            await stub.DefineKpi(kpi("app", "v"))  # known from storage after the restart
+            assert await define_refused(stub, kpi("app", "w")) == ["kpi.field"]
+
+    asyncio.run(scenario())
