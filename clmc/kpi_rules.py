@@ -23,8 +23,11 @@ DEFAULT_RAW_WINDOW_NS = 60 * 1_000_000_000
 MIN_WINDOW_NS = 1_000_000_000
 
 
-def spec_from_proto(d: kpi_pb2.KpiDefinition) -> KpiSpec:
-    """A validated KpiSpec; raises InvalidArgument listing every problem (paths under ``kpi.``)."""
+def spec_from_proto(d: kpi_pb2.KpiDefinition, service_scope: bool = True) -> KpiSpec:
+    """A validated KpiSpec; raises InvalidArgument listing every problem (paths under ``kpi.``). With
+    ``service_scope`` the KPI watches only points of its media service (scope ``flame_sfc`` added); without it (an
+    infrastructure KPI, or a stored definition whose scope is already complete) the scope is exactly as given, any
+    tags (NAP, switch, host, link)."""
     v = Violations()
     v.check(bool(NAME_RE.match(d.name)), "kpi.name", "required identifier")
     v.check(0 < len(d.media_service) <= 256, "kpi.media_service", "required (the flame_sfc it belongs to)")
@@ -68,8 +71,9 @@ def spec_from_proto(d: kpi_pb2.KpiDefinition) -> KpiSpec:
         v.check(deadman >= MIN_WINDOW_NS, "kpi.deadman_period", "required, at least 1 s")
     v.raise_if_any()
     scope = dict(d.scope)
-    scope["flame_sfc"] = scope.get("flame_sfc", d.media_service)
-    v.check(scope["flame_sfc"] == d.media_service, "kpi.scope.flame_sfc", "must be the KPI's media service")
+    if service_scope:
+        scope["flame_sfc"] = scope.get("flame_sfc", d.media_service)
+    v.check(scope.get("flame_sfc", d.media_service) == d.media_service, "kpi.scope.flame_sfc", "must be the KPI's")
     v.raise_if_any()
     return KpiSpec(
         media_service=d.media_service,

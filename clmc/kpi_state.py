@@ -40,9 +40,12 @@ def _definition_bytes(spec: KpiSpec) -> bytes:
 def _same_definition(stored: bytes, definition: bytes) -> bool:
     """True when a stored definition is the same KPI (compared as specs: the stored bytes may predate deterministic
     serialization, map order aside)."""
-    return stored == definition or spec_from_proto(kpi_pb2.KpiDefinition.FromString(stored)) == spec_from_proto(
-        kpi_pb2.KpiDefinition.FromString(definition)
-    )
+    return stored == definition or _stored_spec(stored) == _stored_spec(definition)
+
+
+def _stored_spec(definition: bytes) -> KpiSpec:
+    """A stored definition as a spec (its scope is complete as stored: nothing is added)."""
+    return spec_from_proto(kpi_pb2.KpiDefinition.FromString(definition), service_scope=False)
 
 
 def subject_digest(subject: str) -> str:
@@ -65,7 +68,7 @@ class ClmcState:
         """Every stored KPI."""
         with self._lock:
             rows = self._db.execute("SELECT definition FROM kpis ORDER BY media_service, name").fetchall()
-        return [spec_from_proto(kpi_pb2.KpiDefinition.FromString(r[0])) for r in rows]
+        return [_stored_spec(r[0]) for r in rows]
 
     def put_kpi(self, spec: KpiSpec, retire: Retire) -> list[kpi_pb2.KpiEvent]:
         """Insert or replace a KPI. The same definition again (the orchestrator re-defines every KPI on each service

@@ -138,8 +138,9 @@ ACCESS = AccessRules(
     methods={
         "PublishMeasurements": OPERATORS,
         "PublishConfigEvents": OPERATORS,
-        "DefineKpi": frozenset({Role.PLATFORM_OPERATOR, Role.MEDIA_SERVICE_PROVIDER}),
-        "DeleteKpi": frozenset({Role.PLATFORM_OPERATOR, Role.MEDIA_SERVICE_PROVIDER}),
+        # Infrastructure providers define KPIs on infrastructure measurements only (checked by the servicer).
+        "DefineKpi": frozenset({Role.PLATFORM_OPERATOR, Role.MEDIA_SERVICE_PROVIDER, Role.INFRASTRUCTURE_PROVIDER}),
+        "DeleteKpi": frozenset({Role.PLATFORM_OPERATOR, Role.MEDIA_SERVICE_PROVIDER, Role.INFRASTRUCTURE_PROVIDER}),
         "QueryDataSubject": frozenset({Role.PLATFORM_OPERATOR}),
         "DeleteDataSubject": frozenset({Role.PLATFORM_OPERATOR}),
         "DeleteMeasurements": frozenset({Role.PLATFORM_OPERATOR}),

@@ -267,9 +267,13 @@ class ClmcServicer(clmc_pb2_grpc.ClmcServiceServicer):
         return self.engine
 
     async def DefineKpi(self, request: clmc_pb2.DefineKpiRequest, context: Any) -> clmc_pb2.DefineKpiResponse:
-        spec = spec_from_proto(request.kpi)
+        view = self.view(context)
+        infrastructure = view.may_define_infrastructure_kpi(request.kpi.measurement)
+        spec = spec_from_proto(request.kpi, service_scope=not infrastructure)
         check_against_schema(spec, self.field_types.fields_of(spec.measurement))
-        self.view(context).check_service(spec.media_service)
+        view.check_service(spec.media_service)
+        if not view.may_read_measurement(spec.measurement):
+            raise PermissionDenied(f"role {view.role.value} may define KPIs on infrastructure measurements only")
         engine = self._engine()
         await engine.announce(await asyncio.to_thread(engine.define, spec))
         return clmc_pb2.DefineKpiResponse(kpi=spec_to_proto(spec))
@@ -280,7 +284,10 @@ class ClmcServicer(clmc_pb2_grpc.ClmcServiceServicer):
             view.check_service(request.media_service)
         resp = clmc_pb2.ListKpisResponse()
         for key, spec in sorted(engine.specs.items()):
-            if not view.may_see_service(spec.media_service) or request.media_service not in ("", spec.media_service):
+            if not view.may_see_kpi(spec.media_service, spec.measurement) or request.media_service not in (
+                "",
+                spec.media_service,
+            ):
                 continue
             status = resp.kpis.add(kpi=spec_to_proto(spec))
             alerts = await asyncio.to_thread(engine.state.alerts, key)
@@ -300,8 +307,11 @@ class ClmcServicer(clmc_pb2_grpc.ClmcServiceServicer):
         v.check(bool(request.media_service), "media_service", "required")
         v.check(bool(request.name), "name", "required")
         v.raise_if_any()
-        self.view(context).check_service(request.media_service)
-        engine = self._engine()
+        view, engine = self.view(context), self._engine()
+        view.check_service(request.media_service)
+        existing = engine.specs.get((request.media_service, request.name))
+        if existing is not None and not view.may_read_measurement(existing.measurement):
+            raise PermissionDenied(f"role {view.role.value} may delete KPIs on infrastructure measurements only")
         existed, events = await asyncio.to_thread(engine.delete, (request.media_service, request.name))
         if not existed:
             raise NotFound("kpi", f"{request.media_service}/{request.name}")
@@ -316,7 +326,14 @@ class ClmcServicer(clmc_pb2_grpc.ClmcServiceServicer):
             view.check_service(request.media_service)
 
         def wanted(e: kpi_pb2.KpiEvent) -> bool:
-            return view.may_see_service(e.media_service) and request.media_service in ("", e.media_service)
+            spec = engine.specs.get((e.media_service, e.kpi))
+            measurement = spec.measurement if spec is not None else ""
+            visible = (
+                view.may_see_kpi(e.media_service, measurement)
+                if spec is not None
+                else view.may_see_service(e.media_service) and not view.infrastructure_only
+            )
+            return visible and request.media_service in ("", e.media_service)
 
         queue: asyncio.Queue[kpi_pb2.KpiEvent] = asyncio.Queue()
         engine.subscribers.add(queue)  # subscribe before replaying, then skip what the replay already sent
