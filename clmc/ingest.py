@@ -5,9 +5,14 @@ whole batch is rejected with one INVALID_ARGUMENT; nothing of a rejected batch i
 
 - measurement, tag and field names are identifiers (letters, digits, ``_``; measurements may also contain ``.``);
 - tags starting with ``flame_`` must be FLAME tags of the information model (catches typos); other tags are free;
-- tag values are non-empty and at most 256 characters; at least one field per point;
-- for measurements of the information model, field names must be known and numeric/string types must match
-  (numbers for integer fields must be integral and are stored as integers);
+  ``time`` is reserved (no backend can store it as a tag or field name);
+- tag values are non-empty and at most 256 characters; string field values at most 64 KiB; at least one field per
+  point;
+- for measurements of the information model, field names must be known and values take the model's type (numbers
+  for integer fields must be integral and are stored as integers, for double fields they are stored as doubles;
+  a bool is never a number);
+- one type per field and measurement (clmc.schema): within the batch and with what is stored (the first write of
+  a field outside the model decides its type);
 - every point has a time, after 2000-01-01 and at most ``max_future`` ahead of the CLMC's clock;
 - numeric values are finite (NaN and infinities cannot be stored by every backend);
 - at most ``max_points`` points per batch.
@@ -21,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from clmc.model import COMMON_TAGS, MEASUREMENTS, SUBJECT_TAG
+from clmc.schema import FLOAT, INTEGER, MAX_STRING_BYTES, RESERVED_NAMES, FieldTypes, type_of
 from clmc.storage.base import FieldVal, SeriesData, StoredPoint, canonical_tags
 from flame_control.api.flame.clmc.v1 import clmc_pb2, model_pb2
 from flame_control.api.flame.common.v1 import common_pb2
@@ -58,7 +64,7 @@ def _check_tags(v: Violations, path: str, tags: Mapping[str, str], reserved: Seq
             v.add(f"{path}.tags", f"tag name {key!r} must be letters, digits and '_'")
         elif key.startswith("flame_") and key not in KNOWN_FLAME_TAGS:
             v.add(f"{path}.tags.{key}", f"unknown FLAME tag (known: {', '.join(sorted(KNOWN_FLAME_TAGS))})")
-        elif key in reserved:
+        elif key in reserved or key in RESERVED_NAMES:
             v.add(f"{path}.tags.{key}", "reserved tag name")
         if not value or len(value) > 256:
             v.add(f"{path}.tags.{key}", "tag values must be 1..256 characters")
@@ -76,14 +82,55 @@ def _schema_types(measurement: str) -> dict[str, int] | None:
     return None if entry is None else {name: ftype for name, ftype, _, _ in entry[1]}
 
 
+class _BatchTypes:
+    """The field types one batch uses: they must agree within the batch and with the schema (clmc.schema)."""
+
+    def __init__(self, types: FieldTypes) -> None:
+        self.types = types
+        self.used: dict[tuple[str, str], str] = {}
+        self.first: dict[tuple[str, str], str] = {}
+
+    def check(self, v: Violations, path: str, measurement: str, fname: str, typ: str) -> bool:
+        key = (measurement, fname)
+        known = self.types.expected(measurement, fname)
+        if known is not None and known != typ:
+            v.add(path, f"{typ} value for the {known} field {fname!r} of {measurement} (one type per field)")
+            return False
+        first = self.used.setdefault(key, typ)
+        if first != typ:
+            v.add(path, f"{typ} value, but {self.first[key]} in this batch is {first} (one type per field)")
+            return False
+        self.first.setdefault(key, path)
+        return True
+
+    def claim(self, v: Violations) -> None:
+        """Record the batch's types (a concurrent batch may have decided a field meanwhile: then refused)."""
+        for key, known in self.types.claim(self.used).items():
+            v.add(self.first[key], f"{self.used[key]} value for the {known} field {key[1]!r} of {key[0]}")
+
+
+def _check_field_name(v: Violations, path: str, fname: str) -> bool:
+    if not NAME_RE.match(fname):
+        v.add(path, f"field name {fname!r} must be letters, digits and '_'")
+        return False
+    if fname in RESERVED_NAMES:
+        v.add(f"{path}.{fname}", "reserved field name")
+        return False
+    return True
+
+
 def _field_value(v: Violations, path: str, fv: model_pb2.FieldValue, expected: int | None) -> FieldVal | None:
     kind = fv.WhichOneof("value")
     if kind is None:
         v.add(path, "field value not set")
         return None
     value: FieldVal = getattr(fv, kind)
-    is_string = kind == "string_value"
-    if expected is not None and is_string != (expected == model_pb2.FIELD_TYPE_STRING):
+    if isinstance(value, str) and (len(value) > MAX_STRING_BYTES or len(value.encode()) > MAX_STRING_BYTES):
+        v.add(path, f"string value of {len(value.encode())} bytes; at most {MAX_STRING_BYTES}")
+        return None
+    if expected is None:
+        pass
+    elif (expected == model_pb2.FIELD_TYPE_STRING) != isinstance(value, str) or isinstance(value, bool):
         v.add(path, "type does not match the information model")
         return None
     if isinstance(value, float) and not math.isfinite(value):
@@ -94,11 +141,13 @@ def _field_value(v: Violations, path: str, fv: model_pb2.FieldValue, expected: i
             v.add(path, "integer field given a fractional number")
             return None
         value = int(value)
+    elif expected == model_pb2.FIELD_TYPE_DOUBLE and isinstance(value, int):
+        value = float(value)
     return value
 
 
 def _convert_point(
-    v: Violations, path: str, m: model_pb2.Measurement, now_ns: int, limits: Limits
+    v: Violations, path: str, m: model_pb2.Measurement, now_ns: int, limits: Limits, types: _BatchTypes
 ) -> SeriesData | None:
     before = len(v.items)
     if not MEASUREMENT_RE.match(m.name):
@@ -113,21 +162,21 @@ def _convert_point(
     schema = _schema_types(m.name)
     fields: dict[str, list[FieldVal | None]] = {}
     for fname, fv in m.fields.items():
-        if not NAME_RE.match(fname):
-            v.add(f"{path}.fields", f"field name {fname!r} must be letters, digits and '_'")
+        if not _check_field_name(v, f"{path}.fields", fname):
             continue
         if schema is not None and fname not in schema:
             v.add(f"{path}.fields.{fname}", f"not a field of {m.name} in the information model")
             continue
         value = _field_value(v, f"{path}.fields.{fname}", fv, None if schema is None else schema[fname])
-        fields[fname] = [value]
+        if value is not None and types.check(v, f"{path}.fields.{fname}", m.name, fname, type_of(value)):
+            fields[fname] = [value]
     if len(v.items) != before:
         return None
     return SeriesData(m.name, canonical_tags(m.tags), [m.time.ToNanoseconds()], fields)
 
 
 def _convert_series(
-    v: Violations, path: str, s: model_pb2.SeriesBatch, now_ns: int, limits: Limits
+    v: Violations, path: str, s: model_pb2.SeriesBatch, now_ns: int, limits: Limits, types: _BatchTypes
 ) -> SeriesData | None:
     before = len(v.items)
     if not MEASUREMENT_RE.match(s.name):
@@ -148,8 +197,8 @@ def _convert_series(
     for j, col in enumerate(s.columns):
         cpath = f"{path}.columns[{j}]"
         values: list[FieldVal | None] = list(col.values)
-        if not NAME_RE.match(col.field) or col.field in fields:
-            v.add(f"{cpath}.field", "field names must be unique identifiers")
+        if not NAME_RE.match(col.field) or col.field in fields or col.field in RESERVED_NAMES:
+            v.add(f"{cpath}.field", "field names must be unique identifiers (not 'time')")
             continue
         if len(values) != len(times):
             v.add(f"{cpath}.values", f"{len(values)} values for {len(times)} times")
@@ -172,15 +221,22 @@ def _convert_series(
                 v.add(f"{cpath}.values", "integer field given fractional numbers")
                 continue
             values = list(ints)
-        fields[col.field] = values
+        typ = INTEGER if expected == model_pb2.FIELD_TYPE_INT else FLOAT
+        if types.check(v, f"{cpath}.field", s.name, col.field, typ):
+            fields[col.field] = values
     if len(v.items) != before:
         return None
     return SeriesData(s.name, canonical_tags(s.tags), times, fields)
 
 
-def convert_batch(req: clmc_pb2.PublishMeasurementsRequest, now_ns: int, limits: Limits) -> list[SeriesData]:
-    """Validate a whole batch and convert it; raises InvalidArgument listing every violation."""
+def convert_batch(
+    req: clmc_pb2.PublishMeasurementsRequest, now_ns: int, limits: Limits, types: FieldTypes | None = None
+) -> list[SeriesData]:
+    """Validate a whole batch and convert it; raises InvalidArgument listing every violation. ``types`` is the
+    CLMC's schema (the batch's field types are recorded in it when the batch is accepted); without it only the
+    information model and the batch itself decide."""
     v = _Collector()
+    batch_types = _BatchTypes(types if types is not None else FieldTypes())
     total = len(req.points) + sum(len(s.times_unix_nano) for s in req.series)
     if total == 0:
         v.add("points", "empty batch")
@@ -189,13 +245,15 @@ def convert_batch(req: clmc_pb2.PublishMeasurementsRequest, now_ns: int, limits:
         v.raise_if_any()
     out: list[SeriesData] = []
     for i, m in enumerate(req.points):
-        converted = _convert_point(v, f"points[{i}]", m, now_ns, limits)
+        converted = _convert_point(v, f"points[{i}]", m, now_ns, limits, batch_types)
         if converted is not None:
             out.append(converted)
     for i, s in enumerate(req.series):
-        converted = _convert_series(v, f"series[{i}]", s, now_ns, limits)
+        converted = _convert_series(v, f"series[{i}]", s, now_ns, limits, batch_types)
         if converted is not None:
             out.append(converted)
+    v.raise_if_any()
+    batch_types.claim(v)
     v.raise_if_any()
     return out
 
@@ -223,6 +281,7 @@ def convert_events(req: clmc_pb2.PublishConfigEventsRequest, now_ns: int, limits
         v.check(is_transition or bool(e.event), f"{path}", "either to_state or event must be set")
         v.check(e.to_state in _STATE_NAMES and e.from_state in _STATE_NAMES, f"{path}.to_state", "unknown state")
         v.check(e.failure in model_pb2.FailureCategory.values(), f"{path}.failure", "unknown failure category")
+        v.check(len(e.message.encode()) <= MAX_STRING_BYTES, f"{path}.message", f"at most {MAX_STRING_BYTES} bytes")
         if len(v.items) != before:
             continue
         tags = dict(e.tags)

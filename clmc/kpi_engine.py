@@ -108,16 +108,36 @@ class KpiEngine:
         self._task: asyncio.Task[None] | None = None
         self._eval_lock = asyncio.Lock()
 
-    def define(self, spec: KpiSpec) -> None:
-        """Store a KPI (replacing one of the same name) and evaluate soon."""
-        self.state.put_kpi(spec)
+    def define(self, spec: KpiSpec) -> list[kpi_pb2.KpiEvent]:
+        """Store a KPI (blocking) and evaluate soon. Re-defining it unchanged keeps its alert state; a changed
+        definition returns the numbered CLEARED events of the groups that were firing (hand them to ``announce``)."""
+        events = self.state.put_kpi(spec, lambda firing: self._retired(spec, firing, "KPI redefined"))
         self.specs[spec.key] = spec
         self._wake.set()
+        return events
 
-    def delete(self, key: tuple[str, str]) -> bool:
-        """Delete a KPI and its alert state."""
-        self.specs.pop(key, None)
-        return self.state.delete_kpi(key)
+    def delete(self, key: tuple[str, str]) -> tuple[bool, list[kpi_pb2.KpiEvent]]:
+        """Delete a KPI and its alert state (blocking); returns whether it existed and the numbered CLEARED events
+        of the groups that were firing (hand them to ``announce``)."""
+        spec = self.specs.pop(key, None)
+        if spec is None:
+            return self.state.delete_kpi(key, lambda firing: [])
+        return self.state.delete_kpi(key, lambda firing: self._retired(spec, firing, "KPI deleted"))
+
+    def _retired(self, spec: KpiSpec, firing: dict[TagTuple, GroupState], reason: str) -> list[kpi_pb2.KpiEvent]:
+        now = self.clock_ns()
+        return [to_event(spec, Transition(g, False, s.value, reason), now) for g, s in sorted(firing.items())]
+
+    async def announce(self, events: list[kpi_pb2.KpiEvent]) -> None:
+        """Publish numbered events to subscribers and sinks, and store them as ``kpi_event`` points."""
+        if not events:
+            return
+        for e in events:
+            self.publish(e)
+        try:
+            await asyncio.to_thread(self.store.write, [event_point(e) for e in events])
+        except Exception:
+            log.exception("could not store %d KPI events (they were published)", len(events))
 
     def on_stored(self, batch: list[SeriesData]) -> None:
         """Stored hook: wake the evaluator when a watched measurement got points."""
@@ -132,7 +152,7 @@ class KpiEngine:
         new_states, transitions = evaluate(spec, states, observations, now_ns, self.started_ns)
         if new_states == states and not transitions:
             return []
-        return self.state.save(spec.key, new_states, [to_event(spec, t, now_ns) for t in transitions])
+        return self.state.save(spec, new_states, [to_event(spec, t, now_ns) for t in transitions])
 
     async def evaluate_all(self) -> None:
         """Evaluate every KPI once and publish the events."""
@@ -144,13 +164,7 @@ class KpiEngine:
                 except Exception:
                     log.exception("evaluating KPI %s/%s failed; will retry", *spec.key)
                     continue
-                for e in events:
-                    self.publish(e)
-                if events:
-                    try:
-                        await asyncio.to_thread(self.store.write, [event_point(e) for e in events])
-                    except Exception:
-                        log.exception("could not store KPI events of %s/%s (they were published)", *spec.key)
+                await self.announce(events)
 
     def publish(self, event: kpi_pb2.KpiEvent) -> None:
         """Hand an event to every subscriber and sink."""

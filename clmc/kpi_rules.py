@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from clmc.analytics import AGG_KINDS
 from clmc.ingest import MEASUREMENT_RE, NAME_RE
 from clmc.kpi import DEADMAN, EITHER, GREATER, LESS, RELATIVE, THRESHOLD, KpiSpec
 from clmc.model import SUBJECT_TAG
+from clmc.schema import FLOAT, INTEGER
 from flame_control.api.flame.clmc.v1 import kpi_pb2
 from flame_control.runtime.errors import Violations
 
+NUMERIC_TYPES = (FLOAT, INTEGER)
 _KINDS = {kpi_pb2.KPI_KIND_THRESHOLD: THRESHOLD, kpi_pb2.KPI_KIND_RELATIVE: RELATIVE, kpi_pb2.KPI_KIND_DEADMAN: DEADMAN}
 _KIND_ENUM = {v: k for k, v in _KINDS.items()}
 _CMP = {kpi_pb2.COMPARISON_GREATER: GREATER, kpi_pb2.COMPARISON_LESS: LESS, kpi_pb2.COMPARISON_UNSPECIFIED: EITHER}
@@ -19,8 +23,11 @@ DEFAULT_RAW_WINDOW_NS = 60 * 1_000_000_000
 MIN_WINDOW_NS = 1_000_000_000
 
 
-def spec_from_proto(d: kpi_pb2.KpiDefinition) -> KpiSpec:
-    """A validated KpiSpec; raises InvalidArgument listing every problem (paths under ``kpi.``)."""
+def spec_from_proto(d: kpi_pb2.KpiDefinition, service_scope: bool = True) -> KpiSpec:
+    """A validated KpiSpec; raises InvalidArgument listing every problem (paths under ``kpi.``). With
+    ``service_scope`` the KPI watches only points of its media service (scope ``flame_sfc`` added); without it (an
+    infrastructure KPI, or a stored definition whose scope is already complete) the scope is exactly as given, any
+    tags (NAP, switch, host, link)."""
     v = Violations()
     v.check(bool(NAME_RE.match(d.name)), "kpi.name", "required identifier")
     v.check(0 < len(d.media_service) <= 256, "kpi.media_service", "required (the flame_sfc it belongs to)")
@@ -64,8 +71,9 @@ def spec_from_proto(d: kpi_pb2.KpiDefinition) -> KpiSpec:
         v.check(deadman >= MIN_WINDOW_NS, "kpi.deadman_period", "required, at least 1 s")
     v.raise_if_any()
     scope = dict(d.scope)
-    scope["flame_sfc"] = scope.get("flame_sfc", d.media_service)
-    v.check(scope["flame_sfc"] == d.media_service, "kpi.scope.flame_sfc", "must be the KPI's media service")
+    if service_scope:
+        scope["flame_sfc"] = scope.get("flame_sfc", d.media_service)
+    v.check(scope.get("flame_sfc", d.media_service) == d.media_service, "kpi.scope.flame_sfc", "must be the KPI's")
     v.raise_if_any()
     return KpiSpec(
         media_service=d.media_service,
@@ -84,6 +92,21 @@ def spec_from_proto(d: kpi_pb2.KpiDefinition) -> KpiSpec:
         for_ns=for_ns,
         deadman_ns=deadman,
     )
+
+
+def check_against_schema(spec: KpiSpec, fields: Mapping[str, str]) -> None:
+    """A KPI must watch a measurement and numeric field the CLMC knows (the information model, or written before):
+    a KPI on a typo would never fire. ``fields`` = field -> type of ``spec.measurement``; raises InvalidArgument."""
+    v = Violations()
+    if not fields:
+        v.add(
+            "kpi.measurement", f"unknown measurement {spec.measurement!r}: not in the information model, never written"
+        )
+    elif spec.field and spec.field not in fields:
+        v.add("kpi.field", f"unknown field of {spec.measurement} (known: {', '.join(sorted(fields))})")
+    elif spec.field and fields[spec.field] not in NUMERIC_TYPES:
+        v.add("kpi.field", f"{spec.field} is a {fields[spec.field]} field; KPIs need a numeric field")
+    v.raise_if_any()
 
 
 def spec_to_proto(s: KpiSpec) -> kpi_pb2.KpiDefinition:

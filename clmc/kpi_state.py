@@ -8,6 +8,7 @@ import hashlib
 import json
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from clmc.endpoint_config import EndpointTrack
@@ -26,6 +27,25 @@ CREATE TABLE IF NOT EXISTS erased_subjects (subject TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS endpoint_tracks (endpoint TEXT PRIMARY KEY, track TEXT);
 CREATE TABLE IF NOT EXISTS fqdn_services (fqdn TEXT PRIMARY KEY, media_service TEXT);
 """
+
+
+#: Makes the events for the groups still firing when a KPI is re-defined differently or deleted (CLEARED events).
+Retire = Callable[[dict[TagTuple, GroupState]], list[kpi_pb2.KpiEvent]]
+
+
+def _definition_bytes(spec: KpiSpec) -> bytes:
+    return spec_to_proto(spec).SerializeToString(deterministic=True)
+
+
+def _same_definition(stored: bytes, definition: bytes) -> bool:
+    """True when a stored definition is the same KPI (compared as specs: the stored bytes may predate deterministic
+    serialization, map order aside)."""
+    return stored == definition or _stored_spec(stored) == _stored_spec(definition)
+
+
+def _stored_spec(definition: bytes) -> KpiSpec:
+    """A stored definition as a spec (its scope is complete as stored: nothing is added)."""
+    return spec_from_proto(kpi_pb2.KpiDefinition.FromString(definition), service_scope=False)
 
 
 def subject_digest(subject: str) -> str:
@@ -48,47 +68,72 @@ class ClmcState:
         """Every stored KPI."""
         with self._lock:
             rows = self._db.execute("SELECT definition FROM kpis ORDER BY media_service, name").fetchall()
-        return [spec_from_proto(kpi_pb2.KpiDefinition.FromString(r[0])) for r in rows]
+        return [_stored_spec(r[0]) for r in rows]
 
-    def put_kpi(self, spec: KpiSpec) -> None:
-        """Insert or replace a KPI; a replaced KPI starts with fresh alert state."""
+    def put_kpi(self, spec: KpiSpec, retire: Retire) -> list[kpi_pb2.KpiEvent]:
+        """Insert or replace a KPI. The same definition again (the orchestrator re-defines every KPI on each service
+        update) changes nothing and keeps its alert state; a changed definition starts with fresh alert state and
+        the groups firing under the old one get the events ``retire`` makes (CLEARED), numbered and stored in the
+        same transaction. Returns those events."""
+        definition = _definition_bytes(spec)
         with self._lock:
             self._db.execute("BEGIN")
+            row = self._db.execute(
+                "SELECT definition FROM kpis WHERE media_service = ? AND name = ?", spec.key
+            ).fetchone()
+            if row is not None and _same_definition(row[0], definition):
+                self._db.execute("ROLLBACK")
+                return []
+            events = retire(self._firing(spec.key)) if row is not None else []
             self._db.execute("DELETE FROM alerts WHERE media_service = ? AND name = ?", spec.key)
-            self._db.execute(
-                "INSERT OR REPLACE INTO kpis VALUES (?, ?, ?)", (*spec.key, spec_to_proto(spec).SerializeToString())
-            )
+            self._db.execute("INSERT OR REPLACE INTO kpis VALUES (?, ?, ?)", (*spec.key, definition))
+            out = self._append(spec.key[0], events)
             self._db.execute("COMMIT")
+        return out
 
-    def delete_kpi(self, key: tuple[str, str]) -> bool:
-        """Delete a KPI and its alert state; False when it did not exist."""
+    def delete_kpi(self, key: tuple[str, str], retire: Retire) -> tuple[bool, list[kpi_pb2.KpiEvent]]:
+        """Delete a KPI and its alert state; the groups that were firing get the events ``retire`` makes (CLEARED),
+        numbered and stored atomically with the delete. (False, []) when it did not exist."""
         with self._lock:
             self._db.execute("BEGIN")
+            events = retire(self._firing(key))
             n = self._db.execute("DELETE FROM kpis WHERE media_service = ? AND name = ?", key).rowcount
+            if n == 0:
+                self._db.execute("ROLLBACK")
+                return False, []
             self._db.execute("DELETE FROM alerts WHERE media_service = ? AND name = ?", key)
+            out = self._append(key[0], events)
             self._db.execute("COMMIT")
-        return n > 0
+        return True, out
+
+    def _firing(self, key: tuple[str, str]) -> dict[TagTuple, GroupState]:
+        return {g: s for g, s in self._alerts(key).items() if s.firing}
 
     def alerts(self, key: tuple[str, str]) -> dict[TagTuple, GroupState]:
         """Alert state of every group of a KPI."""
         with self._lock:
-            rows = self._db.execute(
-                "SELECT grp, firing, pending_since, last_seen, value FROM alerts WHERE media_service = ? AND name = ?",
-                key,
-            ).fetchall()
+            return self._alerts(key)
+
+    def _alerts(self, key: tuple[str, str]) -> dict[TagTuple, GroupState]:
+        rows = self._db.execute(
+            "SELECT grp, firing, pending_since, last_seen, value FROM alerts WHERE media_service = ? AND name = ?",
+            key,
+        ).fetchall()
         return {
             tuple((k, v) for k, v in json.loads(g)): GroupState(bool(f), p, s, float("nan") if val is None else val)
             for g, f, p, s, val in rows
         }
 
     def save(
-        self, key: tuple[str, str], states: dict[TagTuple, GroupState], events: list[kpi_pb2.KpiEvent]
+        self, spec: KpiSpec, states: dict[TagTuple, GroupState], events: list[kpi_pb2.KpiEvent]
     ) -> list[kpi_pb2.KpiEvent]:
         """Atomically store a KPI's new alert states and append its events; returns events with sequence numbers.
-        Does nothing when the KPI was deleted meanwhile."""
+        Does nothing when the KPI was deleted or re-defined differently meanwhile (the evaluation is stale)."""
+        key = spec.key
         with self._lock:
             self._db.execute("BEGIN")
-            if self._db.execute("SELECT 1 FROM kpis WHERE media_service = ? AND name = ?", key).fetchone() is None:
+            row = self._db.execute("SELECT definition FROM kpis WHERE media_service = ? AND name = ?", key).fetchone()
+            if row is None or not _same_definition(row[0], _definition_bytes(spec)):
                 self._db.execute("ROLLBACK")
                 return []
             self._db.execute("DELETE FROM alerts WHERE media_service = ? AND name = ?", key)
@@ -99,18 +144,30 @@ class ClmcState:
                     for g, s in states.items()
                 ],
             )
-            out = []
-            for e in events:
-                cur = self._db.execute("INSERT INTO events (media_service, event) VALUES (?, ?)", (key[0], b""))
-                seq = int(cur.lastrowid or 0)
-                numbered = kpi_pb2.KpiEvent()
-                numbered.CopyFrom(e)
-                numbered.sequence = seq
-                self._db.execute("UPDATE events SET event = ? WHERE seq = ?", (numbered.SerializeToString(), seq))
-                out.append(numbered)
-            self._db.execute("DELETE FROM events WHERE seq <= (SELECT MAX(seq) FROM events) - ?", (self._retained,))
+            out = self._append(key[0], events)
             self._db.execute("COMMIT")
         return out
+
+    def _append(self, media_service: str, events: list[kpi_pb2.KpiEvent]) -> list[kpi_pb2.KpiEvent]:
+        """Number and append events (inside the caller's transaction); trims the log to the retained count."""
+        out = []
+        for e in events:
+            cur = self._db.execute("INSERT INTO events (media_service, event) VALUES (?, ?)", (media_service, b""))
+            seq = int(cur.lastrowid or 0)
+            numbered = kpi_pb2.KpiEvent()
+            numbered.CopyFrom(e)
+            numbered.sequence = seq
+            self._db.execute("UPDATE events SET event = ? WHERE seq = ?", (numbered.SerializeToString(), seq))
+            out.append(numbered)
+        if out:
+            self._db.execute("DELETE FROM events WHERE seq <= (SELECT MAX(seq) FROM events) - ?", (self._retained,))
+        return out
+
+    def oldest_sequence(self) -> int:
+        """Sequence number of the oldest retained event (0 when none is retained)."""
+        with self._lock:
+            row = self._db.execute("SELECT MIN(seq) FROM events").fetchone()
+        return int(row[0] or 0)
 
     def events_after(self, sequence: int) -> list[kpi_pb2.KpiEvent]:
         """Retained events with a larger sequence number, in order."""

@@ -19,7 +19,7 @@ from clmc.kafka_bus import (
     MeasurementProducer,
     Topics,
     ensure_topics,
-    subject_tombstones,
+    erase_subject,
 )
 from clmc.kafka_security import KafkaSecuritySettings
 from clmc.kpi_engine import KpiEngine
@@ -64,6 +64,9 @@ class Settings(BaseModel):
     influx_retry_s: float = Field(default=10.0, gt=0)
     #: Most points accepted in one batch.
     max_points_per_batch: int = Field(default=200_000, gt=0)
+    #: KPI events kept for subscribers resuming by sequence number; older ones are dropped (a resumed subscription
+    #: past them gets a gap marker).
+    kpi_events_retained: int = Field(default=10_000, ge=1)
     #: How often every KPI is evaluated (also right after new points of a watched measurement), seconds.
     kpi_interval_s: float = Field(default=1.0, gt=0)
     #: Kafka bootstrap servers ("host:port,..."); empty = no Kafka (gRPC ingest only).
@@ -135,8 +138,9 @@ ACCESS = AccessRules(
     methods={
         "PublishMeasurements": OPERATORS,
         "PublishConfigEvents": OPERATORS,
-        "DefineKpi": frozenset({Role.PLATFORM_OPERATOR, Role.MEDIA_SERVICE_PROVIDER}),
-        "DeleteKpi": frozenset({Role.PLATFORM_OPERATOR, Role.MEDIA_SERVICE_PROVIDER}),
+        # Infrastructure providers define KPIs on infrastructure measurements only (checked by the servicer).
+        "DefineKpi": frozenset({Role.PLATFORM_OPERATOR, Role.MEDIA_SERVICE_PROVIDER, Role.INFRASTRUCTURE_PROVIDER}),
+        "DeleteKpi": frozenset({Role.PLATFORM_OPERATOR, Role.MEDIA_SERVICE_PROVIDER, Role.INFRASTRUCTURE_PROVIDER}),
         "QueryDataSubject": frozenset({Role.PLATFORM_OPERATOR}),
         "DeleteDataSubject": frozenset({Role.PLATFORM_OPERATOR}),
         "DeleteMeasurements": frozenset({Role.PLATFORM_OPERATOR}),
@@ -156,7 +160,7 @@ class KafkaWiring:
         self.producer = MeasurementProducer(settings.kafka_bootstrap, self.topics, self.security)
         self.sink = KafkaEventSink(settings.kafka_bootstrap, self.topics, self.security)
         engine.sinks.append(self.sink)
-        servicer.subject_eraser = lambda subject, points: subject_tombstones(self.producer, points)
+        servicer.subject_eraser = lambda subject, points: erase_subject(self.producer, subject, self.security)
         self.ingestor: KafkaIngestor | None = None
 
     async def start(self) -> None:
@@ -176,6 +180,9 @@ class KafkaWiring:
             self.topics,
             self.limits,
             security=self.security,
+            convert=self.servicer.convert,
+            erased=self.servicer.is_erased,
+            tombstone=self.producer.tombstone,
         )
         self.ingestor.start()
 
@@ -183,7 +190,13 @@ class KafkaWiring:
         """Stop consuming and flush KPI events."""
         if self.ingestor is not None:
             await asyncio.to_thread(self.ingestor.close)
-        await asyncio.to_thread(self.sink.flush)
+        left = await asyncio.to_thread(self.sink.close)
+        if left:
+            log.error("%d KPI events not delivered to Kafka at shutdown", left)
+        try:  # tombstones of late copies the ingestor queued
+            await asyncio.to_thread(self.producer.flush, 10.0)
+        except RuntimeError as exc:
+            log.warning("kafka producer: %s", exc)
 
 
 def build(ctx: ServiceContext) -> ServiceSpec:
@@ -191,7 +204,7 @@ def build(ctx: ServiceContext) -> ServiceSpec:
     settings: Settings = ctx.settings if isinstance(ctx.settings, Settings) else Settings()
     store = open_store(settings, Path(ctx.state_dir))
     limits = Limits(settings.max_points_per_batch, int(settings.max_future_s * 1e9))
-    state = ClmcState(Path(ctx.state_dir) / "clmc_state.sqlite")
+    state = ClmcState(Path(ctx.state_dir) / "clmc_state.sqlite", settings.kpi_events_retained)
     engine = KpiEngine(store, state, wall_clock_ns, settings.kpi_interval_s)
     servicer = ClmcServicer(store, limits, engine=engine, state=state, dimensions=DimensionMap(settings.dimensions))
     kafka = KafkaWiring(settings, servicer, engine, limits) if settings.kafka_bootstrap else None

@@ -15,15 +15,18 @@ from clmc.dimensions import DimensionMap
 from clmc.endpoint_config import endpoint_config_point, endpoint_tags, transition
 from clmc.ingest import CONFIG_EVENT_MEASUREMENT, Limits, convert_batch, convert_events, to_config_event, to_measurement
 from clmc.kpi_engine import KpiEngine
-from clmc.kpi_rules import spec_from_proto, spec_to_proto
+from clmc.kpi_rules import check_against_schema, spec_from_proto, spec_to_proto
 from clmc.kpi_state import ClmcState, subject_digest
 from clmc.model import SUBJECT_TAG, information_model
-from clmc.storage.base import MetricStore, Selection, SeriesData, StorageError
+from clmc.schema import FieldTypes
+from clmc.storage.base import MetricStore, Selection, SeriesData, StorageError, StorageRejected
 from clmc.viewpoint import Viewpoint, viewpoint_of, with_time
 from flame_control.api.flame.clmc.v1 import clmc_pb2, clmc_pb2_grpc, kpi_pb2
 from flame_control.runtime.auth import principal_from_context
 from flame_control.runtime.errors import (
     FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
     NotFound,
     PermissionDenied,
     PreconditionViolation,
@@ -38,6 +41,11 @@ log = logging.getLogger("flame.clmc")
 StoredHook = Callable[[list[SeriesData]], None]
 #: Erases a data subject outside the metric store (Kafka tombstones); returns tombstones written.
 SubjectEraser = Callable[[str, list[Any]], int]
+
+
+def kpi_gap(first: int, last: int) -> clmc_pb2.KpiEventGap:
+    """The gap marker of events a resumed subscription missed."""
+    return clmc_pb2.KpiEventGap(first_sequence=first, last_sequence=last)
 
 
 def wall_clock_ns() -> int:
@@ -65,6 +73,8 @@ class ClmcServicer(clmc_pb2_grpc.ClmcServiceServicer):
         self.clock_ns = clock_ns
         self.subject_eraser = subject_eraser
         self.stored_hooks: list[StoredHook] = []
+        #: One schema for every backend: field types per measurement (model, then stored, then first write).
+        self.field_types = FieldTypes(store.field_types())
         self.engine = engine
         self.state = state
         self.erased_subjects: set[str] = state.erased_subjects() if state else set()
@@ -77,9 +87,12 @@ class ClmcServicer(clmc_pb2_grpc.ClmcServiceServicer):
         """The caller's viewpoint."""
         return viewpoint_of(principal_from_context(context))
 
-    async def _storage(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def _storage(self, fn: Callable[..., Any], *args: Any, subject: str = "request") -> Any:
         try:
             return await asyncio.to_thread(fn, *args)
+        except StorageRejected as exc:  # retrying cannot help: never UNAVAILABLE (publishers retry that)
+            log.warning("storage refused: %s", exc)
+            raise InvalidArgument([FieldViolation(subject, f"{self.store.name} backend refused it: {exc}")]) from exc
         except StorageError as exc:
             log.warning("storage error: %s", exc)
             raise Unavailable(f"{self.store.name} backend: {exc}") from exc
@@ -87,14 +100,15 @@ class ClmcServicer(clmc_pb2_grpc.ClmcServiceServicer):
     async def store_batch(self, batch: list[SeriesData]) -> int:
         """Write converted points (dropping points of erased subjects) and run the stored hooks."""
         if self.erased_subjects:
-            batch = [s for s in batch if not self._erased(dict(s.tags).get(SUBJECT_TAG))]
+            batch = [s for s in batch if not self.is_erased(dict(s.tags).get(SUBJECT_TAG))]
         batch = self.dimensions.apply(self.attribution.apply(batch))
-        n: int = await self._storage(self.store.write, batch)
+        n: int = await self._storage(self.store.write, batch, subject="points")
         for hook in self.stored_hooks:
             hook(batch)
         return n
 
-    def _erased(self, subject: str | None) -> bool:
+    def is_erased(self, subject: str | None) -> bool:
+        """True for a data subject erased before (its late copies are dropped)."""
         return subject is not None and subject_digest(subject) in self.erased_subjects
 
     # --- ingest (CLMC-3, 4, 5, 8, 9) ---------------------------------------------------------------------------
@@ -103,10 +117,14 @@ class ClmcServicer(clmc_pb2_grpc.ClmcServiceServicer):
     ) -> clmc_pb2.PublishMeasurementsResponse:
         accepted = batches = 0
         async for req in request_iterator:
-            batch = convert_batch(req, self.clock_ns(), self.limits)
+            batch = self.convert(req)
             accepted += await self.store_batch(batch)
             batches += 1
         return clmc_pb2.PublishMeasurementsResponse(accepted_points=accepted, batches=batches)
+
+    def convert(self, req: clmc_pb2.PublishMeasurementsRequest) -> list[SeriesData]:
+        """Validate and convert a batch against the schema (gRPC and Kafka ingest); raises InvalidArgument."""
+        return convert_batch(req, self.clock_ns(), self.limits, self.field_types)
 
     async def PublishConfigEvents(
         self, request_iterator: AsyncIterator[clmc_pb2.PublishConfigEventsRequest], context: Any
@@ -223,7 +241,13 @@ class ClmcServicer(clmc_pb2_grpc.ClmcServiceServicer):
         if self.state is not None:
             await asyncio.to_thread(self.state.add_erased_subject, request.subject_id)
         points, _ = await self._storage(self.store.query, sel, (), 10_000_000)
-        tombstones = self.subject_eraser(request.subject_id, points) if self.subject_eraser else 0
+        tombstones = 0
+        if self.subject_eraser is not None:
+            try:
+                tombstones = await asyncio.to_thread(self.subject_eraser, request.subject_id, points)
+            except Exception as exc:  # the Kafka side could not be erased now; the caller retries (idempotent)
+                log.warning("kafka erasure of a subject failed: %s", exc)
+                raise Unavailable(f"kafka erasure failed, retry: {exc}") from exc
         await self._storage(self.store.delete, sel)
         left = await self._storage(self.store.count, sel)
         if left:
@@ -243,9 +267,15 @@ class ClmcServicer(clmc_pb2_grpc.ClmcServiceServicer):
         return self.engine
 
     async def DefineKpi(self, request: clmc_pb2.DefineKpiRequest, context: Any) -> clmc_pb2.DefineKpiResponse:
-        spec = spec_from_proto(request.kpi)
-        self.view(context).check_service(spec.media_service)
-        await asyncio.to_thread(self._engine().define, spec)
+        view = self.view(context)
+        infrastructure = view.may_define_infrastructure_kpi(request.kpi.measurement)
+        spec = spec_from_proto(request.kpi, service_scope=not infrastructure)
+        check_against_schema(spec, self.field_types.fields_of(spec.measurement))
+        view.check_service(spec.media_service)
+        if not view.may_read_measurement(spec.measurement):
+            raise PermissionDenied(f"role {view.role.value} may define KPIs on infrastructure measurements only")
+        engine = self._engine()
+        await engine.announce(await asyncio.to_thread(engine.define, spec))
         return clmc_pb2.DefineKpiResponse(kpi=spec_to_proto(spec))
 
     async def ListKpis(self, request: clmc_pb2.ListKpisRequest, context: Any) -> clmc_pb2.ListKpisResponse:
@@ -254,7 +284,10 @@ class ClmcServicer(clmc_pb2_grpc.ClmcServiceServicer):
             view.check_service(request.media_service)
         resp = clmc_pb2.ListKpisResponse()
         for key, spec in sorted(engine.specs.items()):
-            if not view.may_see_service(spec.media_service) or request.media_service not in ("", spec.media_service):
+            if not view.may_see_kpi(spec.media_service, spec.measurement) or request.media_service not in (
+                "",
+                spec.media_service,
+            ):
                 continue
             status = resp.kpis.add(kpi=spec_to_proto(spec))
             alerts = await asyncio.to_thread(engine.state.alerts, key)
@@ -274,9 +307,15 @@ class ClmcServicer(clmc_pb2_grpc.ClmcServiceServicer):
         v.check(bool(request.media_service), "media_service", "required")
         v.check(bool(request.name), "name", "required")
         v.raise_if_any()
-        self.view(context).check_service(request.media_service)
-        if not await asyncio.to_thread(self._engine().delete, (request.media_service, request.name)):
+        view, engine = self.view(context), self._engine()
+        view.check_service(request.media_service)
+        existing = engine.specs.get((request.media_service, request.name))
+        if existing is not None and not view.may_read_measurement(existing.measurement):
+            raise PermissionDenied(f"role {view.role.value} may delete KPIs on infrastructure measurements only")
+        existed, events = await asyncio.to_thread(engine.delete, (request.media_service, request.name))
+        if not existed:
             raise NotFound("kpi", f"{request.media_service}/{request.name}")
+        await engine.announce(events)
         return clmc_pb2.DeleteKpiResponse()
 
     async def SubscribeKpiEvents(
@@ -287,13 +326,24 @@ class ClmcServicer(clmc_pb2_grpc.ClmcServiceServicer):
             view.check_service(request.media_service)
 
         def wanted(e: kpi_pb2.KpiEvent) -> bool:
-            return view.may_see_service(e.media_service) and request.media_service in ("", e.media_service)
+            spec = engine.specs.get((e.media_service, e.kpi))
+            measurement = spec.measurement if spec is not None else ""
+            visible = (
+                view.may_see_kpi(e.media_service, measurement)
+                if spec is not None
+                else view.may_see_service(e.media_service) and not view.infrastructure_only
+            )
+            return visible and request.media_service in ("", e.media_service)
 
         queue: asyncio.Queue[kpi_pb2.KpiEvent] = asyncio.Queue()
         engine.subscribers.add(queue)  # subscribe before replaying, then skip what the replay already sent
         try:
             last = request.after_sequence
             if request.after_sequence:
+                oldest = await asyncio.to_thread(engine.state.oldest_sequence)
+                if oldest > request.after_sequence + 1:  # resumed past retention: say so, never skip silently
+                    gap = kpi_gap(request.after_sequence + 1, oldest - 1)
+                    yield clmc_pb2.SubscribeKpiEventsResponse(gap=gap)
                 for e in await asyncio.to_thread(engine.state.events_after, request.after_sequence):
                     last = e.sequence
                     if wanted(e):

@@ -69,6 +69,21 @@ class Viewpoint:
         """True when KPIs and events of ``media_service`` are visible."""
         return self.media_services is None or media_service in self.media_services
 
+    def may_see_kpi(self, media_service: str, measurement: str) -> bool:
+        """True when a KPI (and its events) is visible: its media service and its measurement are within the
+        viewpoint (an infrastructure provider sees the KPIs on infrastructure measurements)."""
+        return self.may_see_service(media_service) and self.may_read_measurement(measurement)
+
+    def may_define_infrastructure_kpi(self, measurement: str) -> bool:
+        """True when this caller may define a KPI on an infrastructure measurement scoped by any tag (no forced
+        media-service scope): roles that see every media service's infrastructure (platform operator,
+        infrastructure provider)."""
+        return (
+            self.role in (Role.PLATFORM_OPERATOR, Role.INFRASTRUCTURE_PROVIDER)
+            and self.media_services is None
+            and measurement.startswith(INFRASTRUCTURE_PREFIXES)
+        )
+
     def check_service(self, media_service: str) -> None:
         """Raise PermissionDenied unless ``media_service`` is within the viewpoint."""
         if not self.may_see_service(media_service):

@@ -112,6 +112,11 @@ class StorageError(Exception):
     """A backend could not do what was asked (after its retries); never swallowed."""
 
 
+class StorageRejected(StorageError):
+    """The backend refused the request itself (e.g. InfluxDB HTTP 4xx): retrying the same request cannot help, so
+    callers answer INVALID_ARGUMENT, never UNAVAILABLE."""
+
+
 class MetricStore(Protocol):
     """What the CLMC needs from a time-series backend."""
 
@@ -149,6 +154,10 @@ class MetricStore(Protocol):
 
     def measurements(self) -> list[str]:
         """Measurement names holding data."""
+        ...
+
+    def field_types(self) -> dict[str, dict[str, str]]:
+        """Per measurement: field -> stored type (float, integer, string, boolean), the schema's memory."""
         ...
 
     def close(self) -> None:

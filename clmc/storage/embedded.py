@@ -40,10 +40,13 @@ CREATE TABLE IF NOT EXISTS samples (
   series_id INTEGER NOT NULL, field TEXT NOT NULL, time_ns INTEGER NOT NULL, val, typ INTEGER NOT NULL,
   PRIMARY KEY (series_id, field, time_ns)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS text_fields (field TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS field_types (
+  measurement TEXT NOT NULL, field TEXT NOT NULL, typ INTEGER NOT NULL, PRIMARY KEY (measurement, field, typ));
 """
 # typ: 0 float, 1 int, 2 str, 3 bool
 _FLOAT, _INT, _STR, _BOOL = 0, 1, 2, 3
 _NUMERIC = (_FLOAT, _INT)
+_TYPE_NAMES = {_FLOAT: "float", _INT: "integer", _STR: "string", _BOOL: "boolean"}
 
 
 def _typ(v: FieldVal) -> int:
@@ -85,6 +88,14 @@ class EmbeddedStore:
             self._remember(sid, meas, tuple((k, v) for k, v in json.loads(tags)))
         # Fields that ever held strings or booleans: only their aggregations need a type filter (30 % faster).
         self._text_fields = {r[0] for r in self._db.execute("SELECT field FROM text_fields")}
+        known_types = "SELECT measurement, field, typ FROM field_types"
+        self._types: set[tuple[str, str, int]] = set(self._db.execute(known_types))
+        if not self._types and self._db.execute("SELECT 1 FROM samples LIMIT 1").fetchone():  # a file from before
+            self._db.execute(
+                "INSERT INTO field_types SELECT DISTINCT s.measurement, x.field, x.typ "
+                "FROM samples x JOIN series s ON s.id = x.series_id"
+            )
+            self._types = set(self._db.execute(known_types))
 
     def _remember(self, sid: int, measurement: str, tags: TagTuple) -> None:
         self._ids[(measurement, tags)] = sid
@@ -102,6 +113,7 @@ class EmbeddedStore:
 
     def write(self, batch: Sequence[SeriesData]) -> int:
         written = 0
+        new_types: list[tuple[str, str, int]] = []
         with self._lock:
             try:
                 self._db.execute("BEGIN")
@@ -109,6 +121,13 @@ class EmbeddedStore:
                     sid = self._series_id(s.measurement, s.tags)
                     for fname, column in s.fields.items():
                         rows = _rows(sid, fname, s.times_ns, column)
+                        typs = {_FLOAT} if not isinstance(rows, list) else {r[4] for r in rows}
+                        for typ in typs:
+                            if (s.measurement, fname, typ) not in self._types:
+                                self._db.execute(
+                                    "INSERT OR IGNORE INTO field_types VALUES (?, ?, ?)", (s.measurement, fname, typ)
+                                )
+                                new_types.append((s.measurement, fname, typ))
                         if (
                             isinstance(rows, list)
                             and fname not in self._text_fields
@@ -119,6 +138,7 @@ class EmbeddedStore:
                         self._db.executemany("INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?, ?)", rows)
                     written += len(s.times_ns)
                 self._db.execute("COMMIT")
+                self._types.update(new_types)
             except sqlite3.Error as exc:
                 self._db.execute("ROLLBACK")
                 self._forget_uncommitted()
@@ -277,8 +297,15 @@ class EmbeddedStore:
                         chunk,
                     )
                 self._db.execute("COMMIT")
+                # Deleted data must leave the WAL too before the delete returns (data-subject erasure, CLMC-26):
+                # secure_delete zeroes it in the new page images; the checkpoint moves them into the database file
+                # and TRUNCATE empties the WAL, which still held the old images.
+                busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+                if busy:
+                    raise StorageError("embedded delete: WAL checkpoint blocked by a reader; retry")
             except sqlite3.Error as exc:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise StorageError(f"embedded delete failed: {exc}") from exc
             self._ids.clear()
             self._by_measurement.clear()
@@ -289,6 +316,14 @@ class EmbeddedStore:
     def measurements(self) -> list[str]:
         with self._lock:
             return sorted(m for m, entries in self._by_measurement.items() if entries)
+
+    def field_types(self) -> dict[str, dict[str, str]]:
+        with self._lock:
+            known = sorted(self._types)
+        out: dict[str, dict[str, str]] = defaultdict(dict)
+        for measurement, fname, typ in known:
+            out[measurement].setdefault(fname, _TYPE_NAMES[typ])
+        return dict(out)
 
     def close(self) -> None:
         with self._lock:

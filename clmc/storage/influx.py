@@ -20,7 +20,7 @@ import threading
 import time
 import urllib.parse
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from clmc.storage.base import (
     Selection,
     SeriesData,
     StorageError,
+    StorageRejected,
     StoredPoint,
     TagTuple,
     group_key,
@@ -180,7 +181,7 @@ class InfluxStore:
                     return data
                 last = f"HTTP {status}: {data[:300].decode(errors='replace')}"
                 if status < 500:  # the request itself is wrong: retrying cannot help
-                    raise StorageError(f"influxdb rejected {path}: {last}")
+                    raise StorageRejected(f"influxdb rejected {path}: {last}")
             except (OSError, http.client.HTTPException) as exc:
                 last = f"{type(exc).__name__}: {exc}"
             if time.monotonic() + delay > deadline:
@@ -222,11 +223,15 @@ class InfluxStore:
 
     # --- MetricStore ------------------------------------------------------------------------------------------
     def write(self, batch: Sequence[SeriesData]) -> int:
-        lines = line_protocol(batch)
-        for i in range(0, len(lines), 50_000):
-            body = ("\n".join(lines[i : i + 50_000])).encode()
+        for body in _bodies(line_protocol(batch)):
             self._call("POST", "/write", {"db": self._db, "precision": "ns"}, body)
         return sum(len(s) for s in batch)
+
+    def field_types(self) -> dict[str, dict[str, str]]:
+        out: dict[str, dict[str, str]] = {}
+        for s in self.influxql("SHOW FIELD KEYS"):
+            out[s["name"]] = {name: typ for name, typ in s.get("values", [])}
+        return out
 
     def query(self, sel: Selection, fields: Sequence[str], limit: int) -> tuple[list[StoredPoint], bool]:
         cols = ", ".join(ident(f) for f in fields) if fields else "*"
@@ -332,6 +337,26 @@ class InfluxStore:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
+
+
+#: Most lines and bytes per /write request (influxd refuses bodies over its max-body-size, 25 MB by default).
+MAX_WRITE_LINES = 50_000
+MAX_WRITE_BYTES = 8 * 1024 * 1024
+
+
+def _bodies(lines: list[str]) -> Iterator[bytes]:
+    """Line protocol split into request bodies of at most MAX_WRITE_LINES lines and about MAX_WRITE_BYTES."""
+    chunk: list[bytes] = []
+    size = 0
+    for line in lines:
+        data = line.encode()
+        if chunk and (len(chunk) >= MAX_WRITE_LINES or size + len(data) > MAX_WRITE_BYTES):
+            yield b"\n".join(chunk)
+            chunk, size = [], 0
+        chunk.append(data)
+        size += len(data) + 1
+    if chunk:
+        yield b"\n".join(chunk)
 
 
 _INFLUX_UNITS = {"ns": 1, "u": 1_000, "µ": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}

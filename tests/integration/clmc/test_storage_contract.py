@@ -166,3 +166,9 @@ def test_clmc10_influx_write_during_a_short_outage_is_retried_until_influxd_is_b
         assert store.count(Selection("nap_http")) == 5
     finally:
         group.stop_all()
+
+
+def test_clmc7_field_types_are_remembered_per_measurement(store: MetricStore) -> None:
+    tags = (("flame_sfc", "svc"),)
+    store.write([SeriesData("app", tags, [T0], {"n": [7], "x": [1.5], "s": ["a"], "b": [True]})])
+    assert store.field_types()["app"] == {"n": "integer", "x": "float", "s": "string", "b": "boolean"}

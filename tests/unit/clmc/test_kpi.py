@@ -245,3 +245,60 @@ def test_pure_evaluate_clears_a_threshold_alert_when_its_group_has_no_data() -> 
     dead = KpiSpec("svc", "d", DEADMAN, "m", "", None, 0, deadman_ns=10 * S)
     states, events = evaluate(dead, {}, {group: T0 - 20 * S}, T0, T0 - 100 * S)
     assert [e.firing for e in events] == [True] and states[group].firing
+
+
+def _firing_latency_kpi(rig: Rig, threshold: float = 90) -> KpiSpec:
+    spec = spec_from_proto(
+        kpi(
+            kind=kpi_pb2.KPI_KIND_THRESHOLD,
+            comparison=kpi_pb2.COMPARISON_GREATER,
+            threshold=threshold,
+            group_by=["flame_location"],
+        )
+    )
+    rig.engine.define(spec)
+    rig.point(500)
+    assert rig.step(1) == [(FIRING, 500.0, {"flame_location": "a"})]
+    return spec
+
+
+def test_clmc19_redefining_the_same_kpi_keeps_a_firing_alert_which_then_clears(tmp_path: Path) -> None:
+    """Issue 15: the orchestrator re-defines every KPI on each service update; an identical definition must keep the
+    alert state, so the alert firing at 500 clears when the value falls to 70 (it stayed firing for good before)."""
+    rig = Rig(tmp_path)
+    spec = _firing_latency_kpi(rig)
+    events = rig.engine.define(spec_from_proto(spec_to_proto(spec)))
+    assert rig.state.alerts(spec.key)[(("flame_location", "a"),)].firing
+    assert events == []  # same definition: no event
+    rig.point(70)
+    assert rig.step(1) == [(CLEARED, 70.0, {"flame_location": "a"})]
+
+
+def test_clmc19_changed_kpi_clears_what_was_firing_under_the_old_definition(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    spec = _firing_latency_kpi(rig)
+    changed = spec_from_proto(_with_threshold(spec, 1000))
+    events = rig.engine.define(changed)
+    assert [(e.state, dict(e.group), e.kpi) for e in events] == [(CLEARED, {"flame_location": "a"}, "lat")]
+    assert events[0].sequence > 0 and "redefined" in events[0].message
+    assert rig.state.alerts(spec.key) == {}
+    assert [e.sequence for e in rig.state.events_after(0)][-1] == events[0].sequence  # in the numbered log
+    rig.point(500)
+    assert rig.step(1) == []  # 500 does not breach the new threshold of 1000
+
+
+def test_clmc19_deleted_kpi_clears_what_was_firing(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    spec = _firing_latency_kpi(rig)
+    deleted, events = rig.engine.delete(spec.key)
+    assert deleted
+    assert [(e.state, dict(e.group), e.value) for e in events] == [(CLEARED, {"flame_location": "a"}, 500.0)]
+    assert "deleted" in events[0].message and events[0].sequence > 0
+    assert rig.engine.delete(spec.key) == (False, [])
+
+
+def _with_threshold(spec: KpiSpec, threshold: float) -> kpi_pb2.KpiDefinition:
+    d = spec_to_proto(spec)
+    d.threshold = threshold
+    d.clear_threshold = threshold
+    return d

@@ -628,27 +628,61 @@ Global___SubscribeKpiEventsRequest: _TypeAlias = SubscribeKpiEventsRequest  # no
 
 @_typing.final
 class SubscribeKpiEventsResponse(_message.Message):
-    """One message of the SubscribeKpiEvents stream."""
+    """One message of the SubscribeKpiEvents stream: an event or, first when resuming, a gap marker."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENT_FIELD_NUMBER: _builtins.int
+    GAP_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def event(self) -> _kpi_pb2.KpiEvent:
-        """The event."""
+        """The event (unset in a gap marker)."""
+
+    @_builtins.property
+    def gap(self) -> Global___KpiEventGap:
+        """Set instead of an event when the subscription resumed (after_sequence) past what the CLMC retains: the events
+        numbered gap.first_sequence..gap.last_sequence are gone; re-read the current alert state with ListKpis.
+        """
 
     def __init__(
         self,
         *,
         event: _kpi_pb2.KpiEvent | None = ...,
+        gap: Global___KpiEventGap | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "gap", b"gap"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "gap", b"gap"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SubscribeKpiEventsResponse: _TypeAlias = SubscribeKpiEventsResponse  # noqa: Y015
+
+@_typing.final
+class KpiEventGap(_message.Message):
+    """Events a resumed subscription missed: they were dropped from the retained event log before it resumed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIRST_SEQUENCE_FIELD_NUMBER: _builtins.int
+    LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
+    first_sequence: _builtins.int
+    """First missing sequence number (after_sequence + 1)."""
+    last_sequence: _builtins.int
+    """Last missing sequence number (one before the oldest retained event)."""
+    def __init__(
+        self,
+        *,
+        first_sequence: _builtins.int = ...,
+        last_sequence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_sequence", b"first_sequence", "last_sequence", b"last_sequence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KpiEventGap: _TypeAlias = KpiEventGap  # noqa: Y015
 
 @_typing.final
 class QueryDataSubjectRequest(_message.Message):
