@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import time
 from collections.abc import Callable
@@ -44,6 +45,15 @@ class Counters:
     server_exchanges: int = 0
     multicast_responses: int = 0
     resets_sent: int = 0
+    #: Frames whose reply path cannot lead back to a NAP (no reply FID, or one that delivers to this NAP itself),
+    #: dropped before anything was allocated for them.
+    frames_invalid_path: int = 0
+    #: Unverified server exchanges evicted to make room (forged or stalled first frames, issue 12 item 5).
+    exchanges_evicted: int = 0
+    #: New server exchanges refused because their source NAP used up its quota and had nothing to evict.
+    exchanges_refused: int = 0
+    #: Group members dropped for holding a shared response back (F3.5 per-member flow control).
+    members_dropped: int = 0
 
 
 @dataclass
@@ -77,6 +87,11 @@ class ServerExchange:
     recv: RecvStream
     reply: Path
     task: asyncio.Task[None] | None = None
+    #: The reply path it arrived with: the source it is accounted to (per-source quotas).
+    source: Path = (0, 0)
+    #: The client NAP echoed the nonce of our answer: the reply path is real (return routability), so it is never
+    #: evicted to make room for newcomers.
+    verified: bool = False
 
 
 @dataclass
@@ -86,12 +101,36 @@ class _Linger:
     members: tuple[int, ...] = ()
     server_nap_id: str = ""
     rcid: bytes = b""
+    nonce: bytes = b"\0" * 8
+    #: When it last re-acknowledged a late duplicate (they are answered at most once per ACK delay).
+    acked_at: float = -1.0
 
 
 @dataclass
 class _Group:
     stream: SendStream
     members: set[int] = field(default_factory=set)
+    #: Random per answer, carried in the CID field of its frames and echoed in the client NAPs' ACKs.
+    nonce: bytes = b"\0" * 8
+
+
+@dataclass
+class _DownGroup:
+    """A down stream this client NAP receives, the local exchanges it answers and the nonce its ACKs echo."""
+
+    stream: RecvStream
+    members: list[int]
+    nonce: bytes
+
+
+@dataclass
+class Limits:
+    """Bounds of the server half (issue 12 item 5): forged and abusive first frames cost little."""
+
+    #: Server exchanges in flight at once.
+    max_server_exchanges: int = 4096
+    #: ... per source (a source = the reply path a request came with, i.e. the client NAP it answers to).
+    max_exchanges_per_source: int = 1024
 
 
 class DataPlane:
@@ -104,19 +143,24 @@ class DataPlane:
         settings: TransportSettings,
         clock: Callable[[], float] = time.monotonic,
         src_mac: bytes = b"\x00" * 6,
-        max_server_exchanges: int = 4096,
+        limits: Limits | None = None,
     ) -> None:
         self.nap_id = nap_id
         self._send_frame = send_frame
         self.settings = settings
         self.clock = clock
         self.src_mac = src_mac
-        self.max_server_exchanges = max_server_exchanges
+        self.limits = limits if limits is not None else Limits()
         self.routes = RouteTable()
         self.counters = Counters()
         self.exchanges: dict[int, ClientExchange] = {}
-        self.down_groups: dict[int, tuple[RecvStream, list[int]]] = {}
+        #: Client exchanges still waiting for the first frame of their answer, by rCID (O(1) per down frame).
+        self.awaiting: dict[bytes, dict[int, None]] = {}
+        self.down_groups: dict[int, _DownGroup] = {}
         self.server: dict[int, ServerExchange] = {}
+        #: Server exchanges per source, oldest first; and every unverified one, oldest first (the eviction order).
+        self.by_source: dict[Path, dict[int, None]] = {}
+        self.unverified: dict[int, None] = {}
         self.groups: dict[int, _Group] = {}
         self.member_group: dict[int, int] = {}
         self.lingering: dict[tuple[str, int], _Linger] = {}
@@ -156,8 +200,8 @@ class DataPlane:
             ex.up.tick(now)
             if ex.up.failed and ex.reset_reason is None:
                 self._fail_exchange(ex, f"request stream: {ex.up.failed}")
-        for stream, _ in list(self.down_groups.values()):
-            stream.tick(now)
+        for dg in list(self.down_groups.values()):
+            dg.stream.tick(now)
         for sx in list(self.server.values()):
             sx.recv.tick(now)
         for g in list(self.groups.values()):
@@ -174,9 +218,9 @@ class DataPlane:
             member = ex.up.members.get(ex.session)
             if r is not None and member is not None and member.path != (r.fid, r.label):
                 member.path = (r.fid, r.label)
-        for stream, _ in list(self.down_groups.values()):
-            if not stream.complete:
-                stream.ack()
+        for dg in list(self.down_groups.values()):
+            if not dg.stream.complete:
+                dg.stream.ack()
 
     # -- client side ----------------------------------------------------------------------------------------------
     def open(self, route: Route, kind: fr.FrameType, cid: bytes, rcid: bytes) -> ClientExchange:
@@ -206,6 +250,7 @@ class DataPlane:
         )
         ex = ClientExchange(session, route, up, StreamBuffer(), rcid, kind, started=now)
         self.exchanges[session] = ex
+        self.awaiting.setdefault(rcid, {})[session] = None
         self.counters.client_exchanges += 1
         return ex
 
@@ -213,17 +258,30 @@ class DataPlane:
         """Forget a finished exchange (``abort``: tell the server NAP to stop)."""
         if self.exchanges.pop(ex.session, None) is not None:
             self.retransmissions_done += ex.up.retransmissions
+        self._not_awaiting(ex)
         if abort is not None:
             self._reset(ex.route.fid, ex.route.label, ex.session, ex.rcid, abort, down=False)
         if ex.group:
             entry = self.down_groups.get(ex.group)
             if entry is not None:
-                entry[1][:] = [m for m in entry[1] if m != ex.session]
-                if not entry[1]:
+                entry.members[:] = [m for m in entry.members if m != ex.session]
+                if not entry.members:
                     del self.down_groups[ex.group]
                     self.lingering[("down", ex.group)] = _Linger(
-                        self.clock() + LINGER_S, entry[0].expected, (ex.session,), ex.route.server_nap_id, ex.rcid
+                        self.clock() + LINGER_S,
+                        entry.stream.expected,
+                        (ex.session,),
+                        ex.route.server_nap_id,
+                        ex.rcid,
+                        entry.nonce,
                     )
+
+    def _not_awaiting(self, ex: ClientExchange) -> None:
+        waiting = self.awaiting.get(ex.rcid)
+        if waiting is not None:
+            waiting.pop(ex.session, None)
+            if not waiting:
+                del self.awaiting[ex.rcid]
 
     def _path_to(self, ex: ClientExchange) -> Route:
         return self.routes.to_nap.get(ex.route.server_nap_id, ex.route)
@@ -234,33 +292,40 @@ class DataPlane:
 
     def _down_ack(self, group: int, info: fr.AckInfo) -> None:
         entry = self.down_groups.get(group)
-        members = entry[1] if entry else [info.member]
+        members = entry.members if entry else [info.member]
+        nonce = entry.nonce if entry else b"\0" * 8
         for member in members:
             ex = self.exchanges.get(member)
             if ex is None:
                 continue
-            r = self._path_to(ex)
-            payload = fr.encode_ack(fr.AckInfo(member, info.cumulative, info.window, info.missing))
-            self.send(
-                self._ack_frame(r.fid, r.label, fr.Flags.DOWN, ex.rcid, group, r.reverse_fid, r.reverse_label, payload)
-            )
+            self._down_ack_one(ex, group, fr.AckInfo(member, info.cumulative, info.window, info.missing), nonce)
 
     def _ack_frame(
-        self, fid: int, label: int, flags: int, rcid: bytes, session: int, rfid: int, rlabel: int, payload: bytes
+        self,
+        fid: int,
+        label: int,
+        flags: int,
+        rcid: bytes,
+        session: int,
+        rfid: int,
+        rlabel: int,
+        payload: bytes,
+        nonce: bytes = b"\0" * 8,
     ) -> bytes:
         return fr.encode(
-            fid, label, fr.FrameType.ACK, flags, b"\0" * 8, rcid, session, 0, rfid, rlabel, payload, self.src_mac
+            fid, label, fr.FrameType.ACK, flags, nonce, rcid, session, 0, rfid, rlabel, payload, self.src_mac
         )
 
     def _on_down(self, f: fr.Frame, now: float) -> None:
         entry = self.down_groups.get(f.session)
         if entry is not None:
-            entry[0].on_segment(f.seq, f.payload, f.flags, now)
+            entry.stream.on_segment(f.seq, f.payload, f.flags, now)
             return
         linger = self.lingering.get(("down", f.session))
-        if linger is not None:  # done here; the server missed our final ACK
+        if linger is not None:  # done here; the server missed our final ACK (re-acknowledged at a bounded rate)
             r = self.routes.to_nap.get(linger.server_nap_id)
-            if r is not None and f.seq < linger.expected:
+            if r is not None and f.seq < linger.expected and now - linger.acked_at >= self.settings.ack_delay_s:
+                linger.acked_at = now
                 info = fr.AckInfo(linger.members[0], linger.expected, self.settings.window)
                 self.send(
                     self._ack_frame(
@@ -272,23 +337,25 @@ class DataPlane:
                         r.reverse_fid,
                         r.reverse_label,
                         fr.encode_ack(info),
+                        linger.nonce,
                     )
                 )
             return
-        waiting = [ex for ex in self.exchanges.values() if ex.rcid == f.rcid and ex.down is None]
-        if not waiting:
+        waiting_ids = self.awaiting.get(f.rcid)
+        if not waiting_ids:
             self.counters.frames_unknown_session += 1
             return
         if f.seq != 0:
-            for ex in waiting:  # we missed sequence 0 (the member list): ask for it
-                self._down_ack_one(ex, f.session, fr.AckInfo(ex.session, 0, self.settings.window, (0,)))
+            for session in list(waiting_ids)[:8]:  # we missed sequence 0 (the member list): ask for it
+                ex = self.exchanges[session]
+                self._down_ack_one(ex, f.session, fr.AckInfo(ex.session, 0, self.settings.window, (0,)), f.cid)
             return
         try:
             members, _ = fr.decode_members(f.payload)
         except fr.FrameError:
             self.counters.frames_garbage += 1
             return
-        mine = [m for m in members if m in self.exchanges and self.exchanges[m].down is None]
+        mine = [m for m in members if m in waiting_ids]
         if not mine:
             self.counters.frames_unknown_session += 1
             return
@@ -301,25 +368,32 @@ class DataPlane:
             True,
             first.buffer,
             defer=asyncio.get_running_loop().call_soon,
+            extra_buffers=[self.exchanges[m].buffer for m in mine[1:]],
         )
-        extra = [self.exchanges[m].buffer for m in mine[1:]]
-        if extra:
-            _fan_out(stream.buffer, extra)
         for m in mine:
             ex = self.exchanges[m]
             ex.down = stream
             ex.group = f.session
+            self._not_awaiting(ex)
             if ex.kind is fr.FrameType.HTTP_REQUEST and ex.up.fin:
                 # a server NAP answers only after reading the whole request: the answer acknowledges it
                 ex.up.on_ack(fr.AckInfo(m, ex.up.next_seq, self.settings.window), None, now)
-        self.down_groups[f.session] = (stream, mine)
+        self.down_groups[f.session] = _DownGroup(stream, mine, f.cid)
         stream.on_segment(f.seq, f.payload, f.flags, now)
 
-    def _down_ack_one(self, ex: ClientExchange, group: int, info: fr.AckInfo) -> None:
+    def _down_ack_one(self, ex: ClientExchange, group: int, info: fr.AckInfo, nonce: bytes) -> None:
         r = self._path_to(ex)
         self.send(
             self._ack_frame(
-                r.fid, r.label, fr.Flags.DOWN, ex.rcid, group, r.reverse_fid, r.reverse_label, fr.encode_ack(info)
+                r.fid,
+                r.label,
+                fr.Flags.DOWN,
+                ex.rcid,
+                group,
+                r.reverse_fid,
+                r.reverse_label,
+                fr.encode_ack(info),
+                nonce,
             )
         )
 
@@ -328,15 +402,18 @@ class DataPlane:
         sx = self.server.get(f.session)
         if sx is None:
             linger = self.lingering.get(("up", f.session))
-            if linger is not None:  # finished: the client missed our final ACK
-                info = fr.AckInfo(f.session, linger.expected, self.settings.window)
-                self.send(self._ack_frame(f.reply_fid, f.reply_label, 0, f.rcid, f.session, 0, 0, fr.encode_ack(info)))
+            if linger is not None:  # finished: the client missed our final ACK (re-acknowledged at a bounded rate)
+                if now - linger.acked_at >= self.settings.ack_delay_s:
+                    linger.acked_at = now
+                    info = fr.AckInfo(f.session, linger.expected, self.settings.window)
+                    again = self._ack_frame(f.reply_fid, f.reply_label, 0, f.rcid, f.session, 0, 0, fr.encode_ack(info))
+                    self.send(again)
                 return
             if f.cid not in self.routes.by_cid or self.routes.by_cid[f.cid] not in self.routes.local_fqdns:
                 self._reset(f.reply_fid, f.reply_label, f.session, f.rcid, NOT_SERVED_HERE, down=True)
                 return
-            if len(self.server) >= self.max_server_exchanges:
-                self._reset(f.reply_fid, f.reply_label, f.session, f.rcid, "server NAP overloaded", down=True)
+            source = (f.reply_fid, f.reply_label)
+            if not self._admit(source, f):
                 return
             session, reply_fid, reply_label, rcid = f.session, f.reply_fid, f.reply_label, f.rcid
 
@@ -347,22 +424,65 @@ class DataPlane:
 
             fin_ack = "delayed" if f.type is fr.FrameType.HTTP_REQUEST else "now"
             recv = RecvStream(ack, session, self.settings, now, False, fin_ack=fin_ack)
-            sx = ServerExchange(session, f.type, f.cid, f.rcid, recv, (f.reply_fid, f.reply_label))
+            sx = ServerExchange(session, f.type, f.cid, f.rcid, recv, source, source=source)
             self.server[session] = sx
+            self.by_source.setdefault(source, {})[session] = None
+            self.unverified[session] = None
             self.counters.server_exchanges += 1
             self.on_server_exchange(sx)
         if f.reply_fid:
             sx.reply = (f.reply_fid, f.reply_label)
         sx.recv.on_segment(f.seq, f.payload, f.flags, now)
 
+    def _admit(self, source: Path, f: fr.Frame) -> bool:
+        """Room for a new server exchange from ``source``: within its per-source quota and the global limit. A full
+        source makes room by evicting its own oldest unverified exchange; a full table by evicting the oldest
+        unverified exchange of all (forged first frames never verify, real clients verify within one round trip), so
+        a flood from one source or with forged reply paths cannot lock out the exchanges of real clients. Verified
+        exchanges are never evicted; with nothing to evict the newcomer is refused."""
+        mine = self.by_source.get(source)
+        if mine is not None and len(mine) >= self.limits.max_exchanges_per_source:
+            victim = next((s for s in mine if s in self.unverified), None)
+            if victim is None:
+                return self._refuse(f)
+            self._evict(victim)
+        if len(self.server) >= self.limits.max_server_exchanges:
+            victim = next(iter(self.unverified), None)
+            if victim is None:
+                return self._refuse(f)
+            self._evict(victim)
+        return True
+
+    def _refuse(self, f: fr.Frame) -> bool:
+        self.counters.exchanges_refused += 1
+        self._reset(f.reply_fid, f.reply_label, f.session, f.rcid, "server NAP overloaded", down=True)
+        return False
+
+    def _evict(self, session: int) -> None:
+        sx = self.server.get(session)
+        if sx is None:
+            self.unverified.pop(session, None)
+            return
+        self.counters.exchanges_evicted += 1
+        self._reset(sx.reply[0], sx.reply[1], session, sx.rcid, "server NAP overloaded", down=True)
+        sx.recv.buffer.set_error(ConnectionResetError("evicted"))
+        if sx.task is not None:
+            sx.task.cancel()
+        group = self.member_group.get(session)
+        if group is not None and group in self.groups:
+            self.groups[group].stream.drop_member(session)
+        self.finish_server(sx)
+
     def respond(self, members: dict[int, Path], kind: fr.FrameType, rcid: bytes) -> SendStream:
-        """Open the down stream answering ``members`` (session -> path back); its group id is the first member."""
+        """Open the down stream answering ``members`` (session -> path back); its group id is the first member. Its
+        frames carry a random nonce in the CID field; a client NAP's ACK echoing it verifies that member."""
         group = next(iter(members))
+        nonce = os.urandom(8)
         stream = SendStream(
             self.send,
             self.settings,
             kind,
-            b"\0" * 8,
+            nonce,
             rcid,
             group,
             members,
@@ -371,7 +491,15 @@ class DataPlane:
             member_header=True,
             src_mac=self.src_mac,
         )
-        self.groups[group] = _Group(stream, set(members))
+        self.groups[group] = _Group(stream, set(members), nonce)
+
+        def left(member: int, reason: str) -> None:
+            self.counters.members_dropped += 1
+            sx = self.server.get(member)
+            if sx is not None:
+                self._reset(sx.reply[0], sx.reply[1], member, rcid, reason, down=True)
+
+        stream.on_member_left = left
         for m in members:
             self.member_group[m] = group
             sx = self.server.get(m)
@@ -383,7 +511,13 @@ class DataPlane:
 
     def finish_server(self, sx: ServerExchange) -> None:
         """Forget a server exchange (its answer is done or abandoned)."""
-        self.server.pop(sx.session, None)
+        if self.server.pop(sx.session, None) is not None:
+            self.unverified.pop(sx.session, None)
+            mine = self.by_source.get(sx.source)
+            if mine is not None:
+                mine.pop(sx.session, None)
+                if not mine:
+                    del self.by_source[sx.source]
         self.lingering[("up", sx.session)] = _Linger(self.clock() + LINGER_S, sx.recv.expected)
         group = self.member_group.pop(sx.session, None)
         if group is not None:
@@ -436,6 +570,9 @@ class DataPlane:
         now = self.clock()
         t = f.type
         if t in fr.UP_TYPES:
+            if not f.reply_fid or self.routes.accepts(f.reply_fid, f.reply_label):
+                self.counters.frames_invalid_path += 1  # no way back, or a way back to ourselves: nothing allocated
+                return
             self._on_up(f, now)
         elif t in fr.DOWN_TYPES:
             self._on_down(f, now)
@@ -455,6 +592,10 @@ class DataPlane:
         if f.flags & fr.Flags.DOWN:
             g = self.groups.get(f.session)
             if g is not None and info.member in g.members:
+                if f.cid == g.nonce and self.unverified.pop(info.member, 0) is None:
+                    sx = self.server.get(info.member)
+                    if sx is not None:
+                        sx.verified = True
                 g.stream.on_ack(info, (f.reply_fid, f.reply_label), now)
             else:
                 self.counters.frames_unknown_session += 1
@@ -482,24 +623,3 @@ class DataPlane:
             if group is not None and group in self.groups:
                 self.groups[group].stream.drop_member(f.session)
 
-
-def _fan_out(primary: StreamBuffer, others: list[StreamBuffer]) -> None:
-    """Feed every byte (and EOF/error) the primary buffer receives into the other local members' buffers too."""
-    feed, eof, err = primary.feed, primary.feed_eof, primary.set_error
-
-    def feed_all(data: bytes) -> None:
-        feed(data)
-        for b in others:
-            b.feed(data)
-
-    def eof_all() -> None:
-        eof()
-        for b in others:
-            b.feed_eof()
-
-    def err_all(exc: BaseException) -> None:
-        err(exc)
-        for b in others:
-            b.set_error(exc)
-
-    primary.feed, primary.feed_eof, primary.set_error = feed_all, eof_all, err_all  # type: ignore[method-assign]
