@@ -1,7 +1,7 @@
 """Issue 12 items 4 and 5 at the transport core (nap_agent/transport.py), driven by a simulated clock: one stalled
-member of a coincidental-multicast group (F3.5) leaves it and the others finish at their own pace; ACKs without progress no
-longer keep a stream alive forever; a receive buffer holds no more than its configured bound whatever the sender does;
-duplicated out-of-order frames cost O(1) and their ACKs are rate limited (SFR-1 transport)."""
+member of a coincidental-multicast group (F3.5) leaves it and the others finish at their own pace; ACKs without
+progress no longer keep a stream alive forever; a receive buffer holds no more than its configured bound whatever the
+sender does; duplicated out-of-order frames cost O(1) and their ACKs are rate limited (SFR-1 transport)."""
 
 from __future__ import annotations
 
