@@ -191,7 +191,10 @@ class NapAgent:
             host, port = _hostport(s.tls_listen)
             self.tls_port = await self.client.listen_tls(host, port)
         if self.channel is not None and s.pce_endpoints:
-            self.pce = PceLink(s.nap_id, s.pce_endpoints, self.channel, self.apply, self.local_fqdns)
+            secret = self.port.set_secret if isinstance(self.port, EmulatedPort) else lambda secret: None
+            self.pce = PceLink(
+                s.nap_id, s.pce_endpoints, self.channel, self.apply, self.local_fqdns, on_fabric_secret=secret
+            )
             self.pce.start()
         if self.channel is not None and s.clmc_endpoint:
             channel, target = self.channel, s.clmc_endpoint

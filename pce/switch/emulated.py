@@ -8,9 +8,14 @@ so a path through the core is measurably slower than one across a single switch 
 delayed frames wait in one heap behind one timer; on Linux that timer is a timerfd, because asyncio's own timers wake
 the loop on whole milliseconds (epoll's timeout is rounded up), which turned a 0.2 ms path into ~1.3 ms.
 
-Protocol (docs/emulated-fabric.md): a NAP sends ``ATTACH <nap_id>`` from its UDP socket and gets ``ATTACHED <nap_id>``
-(or ``ERROR <reason>``); after that every datagram it sends is one Ethernet frame entering the fabric at its switch
-port, and it receives every frame the switches output towards its port.
+Protocol (docs/emulated-fabric.md): a NAP sends ``ATTACH <nap_id> <proof>`` from its UDP socket and gets
+``ATTACHED <nap_id>`` (or ``ERROR <reason>``); after that every datagram it sends is one Ethernet frame entering the
+fabric at its switch port, and it receives every frame the switches output towards its port. The proof is an
+HMAC-SHA256, keyed with the NAP's fabric secret, of ``ATTACH <nap_id> <host>:<port>`` (the socket's own address, so a
+copied datagram is worthless from any other socket); the PCE hands each NAP its secret over its authenticated NAP
+session (issue 12 item 6), so a local process can no longer attach as a NAP and receive its traffic. A datagram from an
+address that is not attached is dropped before anything is allocated for it and answered, at most once a second per
+address, with ``ERROR not attached`` (a NAP attached to a fabric that restarted re-attaches at once).
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import hashlib
 import heapq
+import hmac
 import itertools
 import logging
 import os
@@ -62,6 +69,20 @@ class Counters:
     received: int = 0
     forwarded: int = 0
     dropped: int = 0
+
+
+NOT_ATTACHED = "not attached"
+
+
+def attach_proof(secret: bytes, nap_id: str, address: tuple[str, int]) -> str:
+    """The proof a NAP sends with ATTACH from ``address`` (hex HMAC-SHA256 keyed with its fabric secret)."""
+    text = f"ATTACH {nap_id} {address[0]}:{address[1]}".encode()
+    return hmac.new(secret, text, hashlib.sha256).hexdigest()
+
+
+def attach_message(nap_id: str, secret: bytes, address: tuple[str, int]) -> bytes:
+    """The ATTACH datagram for ``nap_id`` sent from ``address`` (without a secret: no proof, refused)."""
+    return f"ATTACH {nap_id} {attach_proof(secret, nap_id, address) if secret else '-'}".encode()
 
 
 def frame_fid(frame: bytes) -> tuple[int, int, int] | None:
@@ -155,9 +176,13 @@ class EmulatedDriver(asyncio.DatagramProtocol):
         port: int = 0,
         topology: Callable[[], Topology] = lambda: EMPTY,
         link_latency: bool = False,
+        key: bytes | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.topology = topology
+        #: Derives every NAP's fabric secret (random per fabric: a restarted fabric hands out new secrets).
+        self._key = key if key is not None else os.urandom(32)
+        self._refused_at: dict[tuple[str, int], float] = {}
         #: Delay frames by their path's configured link latency.
         self.link_latency = link_latency
         #: Frames waiting for their path latency: a heap of (due monotonic time, arrival order, frame, address), and
@@ -245,14 +270,22 @@ class EmulatedDriver(asyncio.DatagramProtocol):
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
 
+    def secret_for(self, nap_id: str) -> bytes:
+        """The fabric secret of ``nap_id`` (handed to that NAP over its authenticated NAP session)."""
+        return hmac.new(self._key, nap_id.encode(), hashlib.sha256).digest()
+
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         if data.startswith(b"ATTACH "):
             self._attach(data[7:].decode(errors="replace").strip(), addr)
             return
         nap = self.addresses.get(addr)
-        parsed = frame_fid(data)
         self.counters.received += 1
-        if nap is None or parsed is None:
+        if nap is None:
+            self.counters.dropped += 1
+            self._refuse(addr, NOT_ATTACHED)
+            return
+        parsed = frame_fid(data)
+        if parsed is None:
             self.counters.dropped += 1
             return
         fid, label, hops = parsed
@@ -299,11 +332,26 @@ class EmulatedDriver(asyncio.DatagramProtocol):
         if queue and self._timer is not None:
             self._timer.arm(queue[0][0])
 
-    def _attach(self, nap_id: str, addr: tuple[str, int]) -> None:
+    def _refuse(self, addr: tuple[str, int], reason: str) -> None:
+        """Answer ``ERROR <reason>``, at most once a second per address (no reflection amplifier)."""
+        now = time.monotonic()
+        if now - self._refused_at.get(addr, -10.0) < 1.0 or self.transport is None:
+            return
+        if len(self._refused_at) > 4096:
+            self._refused_at = {a: t for a, t in self._refused_at.items() if now - t < 1.0}
+        self._refused_at[addr] = now
+        self.transport.sendto(f"ERROR {reason}".encode()[:200], addr)
+
+    def _attach(self, text: str, addr: tuple[str, int]) -> None:
+        nap_id, _, proof = text.partition(" ")
         node = self.topology().nodes.get(nap_id)
         assert self.transport is not None
         if node is None or node.kind != "nap":
-            self.transport.sendto(f"ERROR {nap_id!r} is not a NAP of the topology".encode(), addr)
+            self.transport.sendto(f"ERROR {nap_id!r} is not a NAP of the topology".encode()[:200], addr)
+            return
+        expected = attach_proof(self.secret_for(nap_id), nap_id, addr)
+        if not hmac.compare_digest(proof.strip().encode(), expected.encode()):
+            self._refuse(addr, f"attach refused for {nap_id}: wrong or missing proof")
             return
         old = self.naps.get(nap_id)
         if old is not None:
@@ -311,4 +359,5 @@ class EmulatedDriver(asyncio.DatagramProtocol):
         self.naps[nap_id] = addr
         self.addresses[addr] = nap_id
         self.transport.sendto(f"ATTACHED {nap_id}".encode(), addr)
-        log.info("nap attached", extra={"fields": {"nap": nap_id, "address": f"{addr[0]}:{addr[1]}"}})
+        if old != addr:
+            log.info("nap attached", extra={"fields": {"nap": nap_id, "address": f"{addr[0]}:{addr[1]}"}})
