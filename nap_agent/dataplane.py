@@ -622,4 +622,3 @@ class DataPlane:
             group = self.member_group.get(f.session)
             if group is not None and group in self.groups:
                 self.groups[group].stream.drop_member(f.session)
-
