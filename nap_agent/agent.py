@@ -18,8 +18,9 @@ import grpc
 from pydantic import BaseModel, ConfigDict
 
 from flame_control.icn import cid as cidlib
+from nap_agent.admission import Limits
 from nap_agent.client_side import ClientSettings, ClientSide
-from nap_agent.dataplane import DataPlane, Limits
+from nap_agent.dataplane import DataPlane
 from nap_agent.fabric_port import EmulatedPort, FabricPort, RawPort, payload_size
 from nap_agent.ip_over_icn import IpOverIcn
 from nap_agent.monitoring import Reporter
@@ -83,6 +84,8 @@ class Settings(BaseModel):
     #: Server exchanges in flight, in total and per source NAP (issue 12 item 5: forged first frames cost little).
     max_server_exchanges: int = 4096
     max_exchanges_per_source: int = 1024
+    #: Exchanges from client NAPs not (yet) verified that may reach the local endpoint at once (the rest wait).
+    max_unverified_active: int = 64
     #: Client side: request-head timeout (slowloris guard) and response timeout (504 after it).
     header_timeout_s: float = 10.0
     response_timeout_s: float = 30.0
@@ -126,7 +129,9 @@ class NapAgent:
             member_stall_s=settings.member_stall_s,
             progress_timeout_s=settings.progress_timeout_s,
         )
-        limits = Limits(settings.max_server_exchanges, settings.max_exchanges_per_source)
+        limits = Limits(
+            settings.max_server_exchanges, settings.max_exchanges_per_source, settings.max_unverified_active
+        )
         self.dp = DataPlane(settings.nap_id, self._send, transport, limits=limits)
         self.server = ServerSide(
             self.dp, self._endpoint, ServerSettings(coalesce_window_s=settings.coalesce_window_s), settings.netns

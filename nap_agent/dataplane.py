@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from flame_control.icn import frame as fr
+from nap_agent.admission import Admission, Limits
 from nap_agent.routes import Route, RouteTable
 from nap_agent.transport import Path, RecvStream, SendStream, StreamBuffer, TransportSettings
 
@@ -28,6 +29,10 @@ log = logging.getLogger("flame.nap.dataplane")
 NOT_SERVED_HERE = "no such service at this NAP"
 #: How long finished sessions are remembered (to re-acknowledge late duplicates instead of treating them as new).
 LINGER_S = 30.0
+#: ... and at most this many of them (the oldest are forgotten first).
+MAX_LINGERING = 10_000
+#: Overload RESETs (refused newcomers) per second at most: a flood is not answered frame for frame.
+MAX_OVERLOAD_RESETS_PER_S = 100
 
 
 @dataclass
@@ -123,16 +128,6 @@ class _DownGroup:
     nonce: bytes
 
 
-@dataclass
-class Limits:
-    """Bounds of the server half (issue 12 item 5): forged and abusive first frames cost little."""
-
-    #: Server exchanges in flight at once.
-    max_server_exchanges: int = 4096
-    #: ... per source (a source = the reply path a request came with, i.e. the client NAP it answers to).
-    max_exchanges_per_source: int = 1024
-
-
 class DataPlane:
     """Frames in, streams out; one per NAP agent."""
 
@@ -158,9 +153,10 @@ class DataPlane:
         self.awaiting: dict[bytes, dict[int, None]] = {}
         self.down_groups: dict[int, _DownGroup] = {}
         self.server: dict[int, ServerExchange] = {}
-        #: Server exchanges per source, oldest first; and every unverified one, oldest first (the eviction order).
-        self.by_source: dict[Path, dict[int, None]] = {}
-        self.unverified: dict[int, None] = {}
+        #: Server exchanges per source, verified or not, started or waiting (nap_agent/admission.py).
+        self.admission = Admission(self.limits)
+        self._reset_second, self._resets_this_second = 0, 0
+        self._stopped = False
         self.groups: dict[int, _Group] = {}
         self.member_group: dict[int, int] = {}
         self.lingering: dict[tuple[str, int], _Linger] = {}
@@ -182,6 +178,7 @@ class DataPlane:
             self._ticker = asyncio.get_running_loop().create_task(self._tick_loop())
 
     async def stop(self) -> None:
+        self._stopped = True
         if self._ticker is not None:
             self._ticker.cancel()
             await asyncio.gather(self._ticker, return_exceptions=True)
@@ -206,8 +203,12 @@ class DataPlane:
             sx.recv.tick(now)
         for g in list(self.groups.values()):
             g.stream.tick(now)
-        if len(self.lingering) > 10000 or random.random() < 0.01:
-            self.lingering = {k: v for k, v in self.lingering.items() if v.expires > now}
+        lingering = self.lingering  # in expiry order (one linger time for all): expired ones are at the front
+        while lingering:
+            first = next(iter(lingering))
+            if lingering[first].expires > now and len(lingering) <= MAX_LINGERING:
+                break
+            del lingering[first]
 
     def set_routes(self, table: RouteTable) -> None:
         """Apply a new snapshot. Streams in flight move to the new paths at once (SFR-13): up streams send on the new
@@ -413,8 +414,18 @@ class DataPlane:
                 self._reset(f.reply_fid, f.reply_label, f.session, f.rcid, NOT_SERVED_HERE, down=True)
                 return
             source = (f.reply_fid, f.reply_label)
-            if not self._admit(source, f):
+            victims = self.admission.make_room(source)
+            if victims is None:
+                self.counters.exchanges_refused += 1
+                second = int(now)
+                if second != self._reset_second:
+                    self._reset_second, self._resets_this_second = second, 0
+                self._resets_this_second += 1
+                if self._resets_this_second <= MAX_OVERLOAD_RESETS_PER_S:
+                    self._reset(f.reply_fid, f.reply_label, f.session, f.rcid, "server NAP overloaded", down=True)
                 return
+            for victim in victims:
+                self._evict(victim)
             session, reply_fid, reply_label, rcid = f.session, f.reply_fid, f.reply_label, f.rcid
 
             def ack(info: fr.AckInfo) -> None:
@@ -426,52 +437,37 @@ class DataPlane:
             recv = RecvStream(ack, session, self.settings, now, False, fin_ack=fin_ack)
             sx = ServerExchange(session, f.type, f.cid, f.rcid, recv, source, source=source)
             self.server[session] = sx
-            self.by_source.setdefault(source, {})[session] = None
-            self.unverified[session] = None
             self.counters.server_exchanges += 1
-            self.on_server_exchange(sx)
+            if self.admission.add(session, source, now):
+                self.on_server_exchange(sx)
         if f.reply_fid:
             sx.reply = (f.reply_fid, f.reply_label)
         sx.recv.on_segment(f.seq, f.payload, f.flags, now)
 
-    def _admit(self, source: Path, f: fr.Frame) -> bool:
-        """Room for a new server exchange from ``source``: within its per-source quota and the global limit. A full
-        source makes room by evicting its own oldest unverified exchange; a full table by evicting the oldest
-        unverified exchange of all (forged first frames never verify, real clients verify within one round trip), so
-        a flood from one source or with forged reply paths cannot lock out the exchanges of real clients. Verified
-        exchanges are never evicted; with nothing to evict the newcomer is refused."""
-        mine = self.by_source.get(source)
-        if mine is not None and len(mine) >= self.limits.max_exchanges_per_source:
-            victim = next((s for s in mine if s in self.unverified), None)
-            if victim is None:
-                return self._refuse(f)
-            self._evict(victim)
-        if len(self.server) >= self.limits.max_server_exchanges:
-            victim = next(iter(self.unverified), None)
-            if victim is None:
-                return self._refuse(f)
-            self._evict(victim)
-        return True
-
-    def _refuse(self, f: fr.Frame) -> bool:
-        self.counters.exchanges_refused += 1
-        self._reset(f.reply_fid, f.reply_label, f.session, f.rcid, "server NAP overloaded", down=True)
-        return False
+    def _start(self, sessions: list[int]) -> None:
+        """Start exchanges the admission let through (their request frames are already buffered)."""
+        if self._stopped:
+            return
+        for session in sessions:
+            sx = self.server.get(session)
+            if sx is not None:
+                self.on_server_exchange(sx)
 
     def _evict(self, session: int) -> None:
         sx = self.server.get(session)
         if sx is None:
-            self.unverified.pop(session, None)
+            self._start(self.admission.remove(session, self.clock()))
             return
+        # no RESET: the reply path of an unverified exchange is unproven (mostly forged, and every answer to a forged
+        # path costs the fabric); a real first-contact client NAP gets its 504 after its response timeout
         self.counters.exchanges_evicted += 1
-        self._reset(sx.reply[0], sx.reply[1], session, sx.rcid, "server NAP overloaded", down=True)
         sx.recv.buffer.set_error(ConnectionResetError("evicted"))
         if sx.task is not None:
             sx.task.cancel()
         group = self.member_group.get(session)
         if group is not None and group in self.groups:
             self.groups[group].stream.drop_member(session)
-        self.finish_server(sx)
+        self.finish_server(sx, linger=False)
 
     def respond(self, members: dict[int, Path], kind: fr.FrameType, rcid: bytes) -> SendStream:
         """Open the down stream answering ``members`` (session -> path back); its group id is the first member. Its
@@ -509,16 +505,13 @@ class DataPlane:
             self.counters.multicast_responses += 1
         return stream
 
-    def finish_server(self, sx: ServerExchange) -> None:
-        """Forget a server exchange (its answer is done or abandoned)."""
-        if self.server.pop(sx.session, None) is not None:
-            self.unverified.pop(sx.session, None)
-            mine = self.by_source.get(sx.source)
-            if mine is not None:
-                mine.pop(sx.session, None)
-                if not mine:
-                    del self.by_source[sx.source]
-        self.lingering[("up", sx.session)] = _Linger(self.clock() + LINGER_S, sx.recv.expected)
+    def finish_server(self, sx: ServerExchange, linger: bool = True) -> None:
+        """Forget a server exchange (its answer is done or abandoned; ``linger``: re-acknowledge late duplicates)."""
+        if self.server.pop(sx.session, None) is None:
+            return  # already forgotten (evicted, then its task ended)
+        self._start(self.admission.remove(sx.session, self.clock()))
+        if linger:
+            self.lingering[("up", sx.session)] = _Linger(self.clock() + LINGER_S, sx.recv.expected)
         group = self.member_group.pop(sx.session, None)
         if group is not None:
             g = self.groups.get(group)
@@ -592,10 +585,10 @@ class DataPlane:
         if f.flags & fr.Flags.DOWN:
             g = self.groups.get(f.session)
             if g is not None and info.member in g.members:
-                if f.cid == g.nonce and self.unverified.pop(info.member, 0) is None:
-                    sx = self.server.get(info.member)
-                    if sx is not None:
-                        sx.verified = True
+                sx = self.server.get(info.member)
+                if sx is not None and not sx.verified and f.cid == g.nonce:
+                    sx.verified = True
+                    self._start(self.admission.verify(info.member, now))
                 g.stream.on_ack(info, (f.reply_fid, f.reply_label), now)
             else:
                 self.counters.frames_unknown_session += 1

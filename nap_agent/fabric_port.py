@@ -35,10 +35,12 @@ class FabricPort:
 class EmulatedPort(FabricPort, asyncio.DatagramProtocol):
     """Attached to the emulated fabric: ``ATTACH <nap_id> <proof>`` then one Ethernet frame per datagram.
 
-    The proof needs this NAP's fabric secret, which the PCE hands out over the NAP session (:meth:`set_secret`). The
-    port stays attached by itself (issue 14): it re-sends ATTACH every ``keepalive_s`` (the fabric confirms each), at
-    once when the fabric says ``not attached`` or a new secret arrives (a restarted fabric knows no address and hands
-    out new secrets), and clears :attr:`attached` when the fabric stopped confirming."""
+    The proof needs this NAP's fabric secret, which the PCE hands out over the NAP session (:meth:`set_secret`). Once
+    attached, the socket talks to the NAP's own fabric port (``ATTACHED <nap> <port>``). The port stays attached by
+    itself (issue 14): it re-sends ATTACH every ``keepalive_s`` (the fabric confirms each), and goes back to the
+    fabric's main address and attaches again at once when the fabric says ``not attached``, its own port is gone, a
+    new secret arrives (a restarted fabric knows no address and hands out new secrets), or the fabric stopped
+    confirming."""
 
     kind = "emulated"
 
@@ -58,6 +60,7 @@ class EmulatedPort(FabricPort, asyncio.DatagramProtocol):
         self.secret = b""
         self.attaches = 0
         self._confirmed_at = 0.0
+        self._sock: socket.socket | None = None
         self._wake = asyncio.Event()
         self._attacher: asyncio.Task[None] | None = None
 
@@ -69,6 +72,7 @@ class EmulatedPort(FabricPort, asyncio.DatagramProtocol):
         set_socket_buffers(sock)
         sock.bind(("127.0.0.1", 0))
         sock.connect(self.fabric_addr)
+        self._sock = sock
         transport, _ = await loop.create_datagram_endpoint(lambda: self, sock=sock)
         self.transport = transport
         self._attacher = loop.create_task(self._attach())
@@ -77,7 +81,7 @@ class EmulatedPort(FabricPort, asyncio.DatagramProtocol):
         """This NAP's fabric secret from its PCE session: attach with it now."""
         if secret != self.secret:
             self.secret = secret
-            self._wake.set()
+            self._detach()
 
     async def _attach(self) -> None:
         loop = asyncio.get_running_loop()
@@ -93,9 +97,17 @@ class EmulatedPort(FabricPort, asyncio.DatagramProtocol):
             if self.attached.is_set():
                 delay = 0.05
                 if loop.time() - self._confirmed_at > 3.5 * self.keepalive_s:
-                    self.attached.clear()  # the fabric stopped confirming: gone or restarted
+                    self._detach()  # the fabric stopped confirming: gone or restarted
             else:
                 delay = min(delay * 2, self.keepalive_s)
+
+    def _detach(self) -> None:
+        """Back to the fabric's main address; attach again at once."""
+        self.attached.clear()
+        if self._sock is not None and self._sock.fileno() >= 0:
+            with contextlib.suppress(OSError):
+                self._sock.connect(self.fabric_addr)
+        self._wake.set()
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         if data[:1] in (b"A", b"E") and len(data) < 300:
@@ -103,6 +115,10 @@ class EmulatedPort(FabricPort, asyncio.DatagramProtocol):
             if text.startswith("ATTACHED "):
                 self.error = None
                 self._confirmed_at = asyncio.get_running_loop().time()
+                own = text.split()[2:3]
+                if own and own[0].isdigit() and self._sock is not None and not self.attached.is_set():
+                    with contextlib.suppress(OSError):
+                        self._sock.connect((self.fabric_addr[0], int(own[0])))  # this NAP's own fabric port
                 if not self.attached.is_set():
                     self.attaches += 1
                     self.attached.set()
@@ -110,16 +126,17 @@ class EmulatedPort(FabricPort, asyncio.DatagramProtocol):
             if text.startswith("ERROR "):
                 reason = text[6:]
                 if reason == NOT_ATTACHED:
-                    self.attached.clear()
-                    self._wake.set()  # the fabric forgot us (it restarted): attach again at once
+                    self._detach()  # the fabric forgot us (it restarted): attach again at once
                 elif self.error != reason:
                     log.warning("fabric refused attach", extra={"fields": {"nap": self.nap_id, "error": reason}})
                 self.error = reason
                 return
         self.on_frame(data)
 
-    def error_received(self, exc: Exception) -> None:  # ICMP port unreachable while the fabric restarts
+    def error_received(self, exc: Exception) -> None:  # ICMP port unreachable: the fabric (or our port) is gone
         log.debug("fabric socket error: %s", exc)
+        if self.attached.is_set():
+            self._detach()
 
     def send(self, frame: bytes) -> None:
         if self.transport is not None:

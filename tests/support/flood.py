@@ -13,10 +13,15 @@ goes nowhere), and duplicated out-of-order frames of a few sessions. Prints {"se
 from __future__ import annotations
 
 import argparse
+import asyncio
+import http.client
 import json
 import random
 import socket
+import sys
+import threading
 import time
+from dataclasses import dataclass
 
 from flame_control.icn import cid as cidlib
 from flame_control.icn import frame as fr
@@ -82,6 +87,82 @@ def main() -> None:
             except OSError:
                 pass
     print(json.dumps({"sent": sent, "attached": attached}), flush=True)
+
+
+@dataclass
+class FloodResult:
+    """Legitimate requests during a flood, and what the flooder sent."""
+
+    ok: int
+    total: int
+    sent: int
+    attached: bool
+
+    @property
+    def success_ratio(self) -> float:
+        return self.ok / self.total if self.total else 0.0
+
+
+def legit_users(port: int, fqdn: str, size: int, until: float, users: int) -> tuple[int, int]:
+    """``users`` threads fetching ``size`` bytes one request after another until ``until``: (ok, total)."""
+    from tests.support.origin import body
+
+    expected = body(size)
+    counts = [0, 0]
+    lock = threading.Lock()
+
+    def user(i: int) -> None:
+        n = 0
+        while time.monotonic() < until:
+            n += 1
+            good = False
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+            try:
+                c.request("GET", f"/bytes/{size}?u={i}&n={n}", headers={"Host": fqdn})
+                r = c.getresponse()
+                good = r.status == 200 and r.read() == expected
+            except (OSError, http.client.HTTPException):
+                pass
+            finally:
+                c.close()
+            with lock:
+                counts[0] += good
+                counts[1] += 1
+
+    threads = [threading.Thread(target=user, args=(i,)) for i in range(users)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return counts[0], counts[1]
+
+
+async def flood_while_fetching(
+    fabric_port: int,
+    as_nap: str,
+    secret: bytes,
+    target: tuple[int, int],
+    avoid: int,
+    client_http_port: int,
+    fqdn: str,
+    seconds: float = 6.0,
+    users: int = 4,
+    size: int = 2000,
+) -> FloodResult:
+    """Run the flooder process (attached as ``as_nap`` with ``secret``; b"" = without it) at ``target`` (FID, LID
+    table) while ``users`` real users fetch through the NAP at ``client_http_port``."""
+    argv = [sys.executable, "-m", "tests.support.flood", "--fabric", f"127.0.0.1:{fabric_port}", "--nap", as_nap,
+            "--fid", f"{target[0]:x}", "--label", str(target[1]), "--avoid", f"{avoid:x}", "--fqdn", fqdn,
+            "--seconds", str(seconds)]  # fmt: skip
+    if secret:
+        argv += ["--secret", secret.hex()]
+    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE)
+    await asyncio.sleep(1.0)  # the flooder builds its frames and starts
+    until = time.monotonic() + seconds - 1.5
+    ok, total = await asyncio.to_thread(legit_users, client_http_port, fqdn, size, until, users)
+    out, _ = await proc.communicate()
+    report = json.loads(out.decode().strip().splitlines()[-1])
+    return FloodResult(ok, total, int(report["sent"]), bool(report["attached"]))
 
 
 if __name__ == "__main__":

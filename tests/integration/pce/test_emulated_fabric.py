@@ -71,7 +71,7 @@ async def fabric_for(core: PceCore) -> tuple[EmulatedDriver, Naps]:
     driver.apply({core.topology.nodes[n].dpid: r for n, r in core.switch_rules().items()})
     naps = Naps(port, core.topology.naps())
     replies = await naps.attach(driver)
-    assert all(r == f"ATTACHED {n}".encode() for n, r in replies.items())
+    assert all(r.startswith(f"ATTACHED {n} ".encode()) for n, r in replies.items())
     return driver, naps
 
 
