@@ -97,18 +97,22 @@ class FloodResult:
     total: int
     sent: int
     attached: bool
+    #: Median seconds of the users' successful requests.
+    median_s: float = 0.0
 
     @property
     def success_ratio(self) -> float:
         return self.ok / self.total if self.total else 0.0
 
 
-def legit_users(port: int, fqdn: str, size: int, until: float, users: int) -> tuple[int, int]:
-    """``users`` threads fetching ``size`` bytes one request after another until ``until``: (ok, total)."""
+def legit_users(port: int, fqdn: str, size: int, until: float, users: int) -> tuple[int, int, float]:
+    """``users`` threads fetching ``size`` bytes one request after another until ``until``: (ok, total, median
+    seconds of the successful ones)."""
     from tests.support.origin import body
 
     expected = body(size)
     counts = [0, 0]
+    durations: list[float] = []
     lock = threading.Lock()
 
     def user(i: int) -> None:
@@ -116,6 +120,7 @@ def legit_users(port: int, fqdn: str, size: int, until: float, users: int) -> tu
         while time.monotonic() < until:
             n += 1
             good = False
+            t0 = time.monotonic()
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
             try:
                 c.request("GET", f"/bytes/{size}?u={i}&n={n}", headers={"Host": fqdn})
@@ -128,13 +133,16 @@ def legit_users(port: int, fqdn: str, size: int, until: float, users: int) -> tu
             with lock:
                 counts[0] += good
                 counts[1] += 1
+                if good:
+                    durations.append(time.monotonic() - t0)
 
     threads = [threading.Thread(target=user, args=(i,)) for i in range(users)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return counts[0], counts[1]
+    durations.sort()
+    return counts[0], counts[1], durations[len(durations) // 2] if durations else 0.0
 
 
 async def flood_while_fetching(
@@ -159,10 +167,10 @@ async def flood_while_fetching(
     proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE)
     await asyncio.sleep(1.0)  # the flooder builds its frames and starts
     until = time.monotonic() + seconds - 1.5
-    ok, total = await asyncio.to_thread(legit_users, client_http_port, fqdn, size, until, users)
+    ok, total, median_s = await asyncio.to_thread(legit_users, client_http_port, fqdn, size, until, users)
     out, _ = await proc.communicate()
     report = json.loads(out.decode().strip().splitlines()[-1])
-    return FloodResult(ok, total, int(report["sent"]), bool(report["attached"]))
+    return FloodResult(ok, total, int(report["sent"]), bool(report["attached"]), median_s)
 
 
 if __name__ == "__main__":
