@@ -18,6 +18,7 @@ import grpc
 from pydantic import BaseModel, ConfigDict
 
 from flame_control.icn import cid as cidlib
+from nap_agent.admission import Limits
 from nap_agent.client_side import ClientSettings, ClientSide
 from nap_agent.dataplane import DataPlane
 from nap_agent.fabric_port import EmulatedPort, FabricPort, RawPort, payload_size
@@ -72,6 +73,19 @@ class Settings(BaseModel):
     window: int = 256
     window_bytes: int = 1 << 20
     rto_s: float = 0.05
+    #: Bytes one exchange (stream) may hold for a reader that has not read them yet, out-of-order frames included;
+    #: the receive window advertised to the sender protects it (issue 12 item 4: every buffer has a bound).
+    receive_buffer: int = 8 << 20
+    #: A member of a shared (coincidental-multicast) response that alone holds the others back for this long leaves
+    #: the group and its connection is closed; the others go on at their own pace.
+    member_stall_s: float = 5.0
+    #: A stream with data waiting whose receiver makes no progress for this long fails (its connection closes).
+    progress_timeout_s: float = 60.0
+    #: Server exchanges in flight, in total and per source NAP (issue 12 item 5: forged first frames cost little).
+    max_server_exchanges: int = 4096
+    max_exchanges_per_source: int = 1024
+    #: Exchanges from client NAPs not (yet) verified that may reach the local endpoint at once (the rest wait).
+    max_unverified_active: int = 64
     #: Client side: request-head timeout (slowloris guard) and response timeout (504 after it).
     header_timeout_s: float = 10.0
     response_timeout_s: float = 30.0
@@ -108,9 +122,17 @@ class NapAgent:
         for svc in settings.local_services:
             self.local[cidlib.normalise_fqdn(svc.fqdn)] = svc
         self.port: FabricPort | None = None
-        self.dp = DataPlane(
-            settings.nap_id, self._send, TransportSettings(window=settings.window, rto_s=settings.rto_s)
+        transport = TransportSettings(
+            window=settings.window,
+            rto_s=settings.rto_s,
+            receive_buffer=settings.receive_buffer,
+            member_stall_s=settings.member_stall_s,
+            progress_timeout_s=settings.progress_timeout_s,
         )
+        limits = Limits(
+            settings.max_server_exchanges, settings.max_exchanges_per_source, settings.max_unverified_active
+        )
+        self.dp = DataPlane(settings.nap_id, self._send, transport, limits=limits)
         self.server = ServerSide(
             self.dp, self._endpoint, ServerSettings(coalesce_window_s=settings.coalesce_window_s), settings.netns
         )
@@ -174,7 +196,10 @@ class NapAgent:
             host, port = _hostport(s.tls_listen)
             self.tls_port = await self.client.listen_tls(host, port)
         if self.channel is not None and s.pce_endpoints:
-            self.pce = PceLink(s.nap_id, s.pce_endpoints, self.channel, self.apply, self.local_fqdns)
+            secret = self.port.set_secret if isinstance(self.port, EmulatedPort) else lambda secret: None
+            self.pce = PceLink(
+                s.nap_id, s.pce_endpoints, self.channel, self.apply, self.local_fqdns, on_fabric_secret=secret
+            )
             self.pce.start()
         if self.channel is not None and s.clmc_endpoint:
             channel, target = self.channel, s.clmc_endpoint
@@ -229,7 +254,7 @@ class NapAgent:
         return {
             "frames_sent": c.frames_sent,
             "frames_received": c.frames_received,
-            "frames_dropped": c.frames_garbage + c.frames_not_for_us + c.frames_unknown_session,
+            "frames_dropped": c.frames_garbage + c.frames_not_for_us + c.frames_unknown_session + c.frames_invalid_path,
             "retransmissions": self.dp.retransmissions_done + retx,
         }
 

@@ -31,8 +31,11 @@ class PceLink:
         local_fqdns: Callable[[], list[str]],
         backoff_start_s: float = 0.2,
         backoff_max_s: float = 5.0,
+        on_fabric_secret: Callable[[bytes], None] = lambda secret: None,
     ) -> None:
         self.nap_id, self.endpoints, self.channel, self.apply = nap_id, list(endpoints), channel, apply
+        #: Called with this NAP's emulated-fabric secret when a session hands one out (FabricAccess).
+        self.on_fabric_secret = on_fabric_secret
         self.local_fqdns = local_fqdns
         self.backoff_start_s, self.backoff_max_s = backoff_start_s, backoff_max_s
         self.state = nap_pb2.PCE_SESSION_STATE_DISABLED if not endpoints else nap_pb2.PCE_SESSION_STATE_CONNECTING
@@ -106,6 +109,8 @@ class PceLink:
             kind = msg.WhichOneof("message")
             if kind == "snapshot":
                 self._on_snapshot(msg.snapshot, outbox)
+            elif kind == "fabric_access" and msg.fabric_access.nap_id == self.nap_id:
+                self.on_fabric_secret(msg.fabric_access.attach_secret)
             elif kind == "registration_reply" and msg.registration_reply.status.code:
                 log.warning(
                     "registration refused by the pce",

@@ -45,7 +45,7 @@ class NapAgentServicer(nap_pb2_grpc.NapAgentServiceServicer):
             http_requests=a.client.counters.requests,
             frames_sent=c.frames_sent,
             frames_received=c.frames_received,
-            frames_dropped=c.frames_garbage + c.frames_not_for_us + c.frames_unknown_session,
+            frames_dropped=c.frames_garbage + c.frames_not_for_us + c.frames_unknown_session + c.frames_invalid_path,
         )
         reply.started_at.FromNanoseconds(int(self.started_at * 1e9))
         return reply

@@ -9,11 +9,15 @@ whole state machine is driven deterministically in unit tests (loss, duplication
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from flame_control.icn.frame import AckInfo, Flags, FrameType, decode_members, encode, encode_members
+from nap_agent.stream_buffer import StreamBuffer
+
+__all__ = ["Path", "RecvStream", "SendStream", "StreamBuffer", "TransportSettings"]
 
 #: (fid, lid table) of a path.
 Path = tuple[int, int]
@@ -40,6 +44,13 @@ class TransportSettings:
     receive_buffer: int = 8 << 20
     #: Congestion window a stream starts with (frames).
     initial_cwnd: int = 16
+    #: A member of a multicast group (coincidental multicast, F3.5) that alone holds the group's window back for this
+    #: long leaves the group (it is reset: its user's connection closes) so the others go on at their own pace; the
+    #: same bound detaches a local member at a client NAP whose buffer stays full while another reads.
+    member_stall_s: float = 5.0
+    #: A stream with data waiting for a receiver that makes no progress for this long fails, even while the receiver
+    #: keeps acknowledging (a closed window answered to every probe): nginx's ``send_timeout``.
+    progress_timeout_s: float = 60.0
 
 
 @dataclass
@@ -53,6 +64,8 @@ class _Member:
     window: int = 1 << 30
     last_heard: float = 0.0
     retransmitted: dict[int, float] = field(default_factory=dict)
+    #: Since when this member alone holds the group's window back (None: it does not).
+    blocking_since: float | None = None
 
 
 class SendStream:
@@ -96,6 +109,8 @@ class SendStream:
         self.cwnd = float(min(settings.initial_cwnd, settings.window))
         self.ssthresh = float(settings.window)
         self._last_cut = -1.0
+        #: Called with (member, reason) when a member is dropped for stalling (the data plane resets it).
+        self.on_member_left: Callable[[int, str], None] = lambda member, reason: None
 
     # -- writer side --------------------------------------------------------------------------------------------------
     def write(self, data: bytes, fin: bool = False, close: bool = False, flush: bool = False) -> None:
@@ -241,12 +256,21 @@ class SendStream:
         if self.failed is not None or self.finished.is_set():
             return
         end = self.first + len(self.segments)
-        for m in self.members.values():
+        self._drop_stalled_members(now, end)
+        for member, m in list(self.members.items()):
             waiting = m.cumulative < self.next_seq
             if m.done or not (waiting or (m.window == 0 and self.next_seq < end)):
+                if not m.done:
+                    m.last_progress = now  # idle: nothing owed, its progress clock restarts
                 continue
             if now - m.last_heard > self.s.stall_timeout_s:
                 self.fail("no answer from the receiver")
+                return
+            if now - m.last_progress > self.s.progress_timeout_s:
+                if self._live() > 1:
+                    self._leave(member, m, "no progress within the progress timeout")
+                    continue
+                self.fail(f"no progress for {self.s.progress_timeout_s:g} s (receiver not reading)")
                 return
             if now - max(m.last_progress, m.last_probe) >= m.rto:
                 m.last_probe = now
@@ -257,6 +281,40 @@ class SendStream:
                 # tail-loss probe: resend the newest segment, so a receiver that lost a burst sees the gap and
                 # NACKs all of it at once (the oldest one when that is all that is missing)
                 self._send(max(m.cumulative, self.next_seq - 1) if waiting else self.next_seq, [m])
+
+    def _live(self) -> int:
+        return sum(1 for m in self.members.values() if not m.done)
+
+    def _drop_stalled_members(self, now: float, end: int) -> None:
+        """Per-member flow control of a multicast stream: a member whose own window (what it acknowledged plus what
+        it advertises) is what stops the sender, while another member could take more, is holding the group back;
+        after ``member_stall_s`` of that it leaves. When every member holds back, that is back-pressure: nobody
+        leaves."""
+        live = [(k, m) for k, m in self.members.items() if not m.done]
+        if len(live) < 2 or self.next_seq >= end:  # nothing unsent: nobody holds anything back
+            for _, m in live:
+                m.blocking_since = None
+            return
+        reach = {k: m.cumulative + min(self.s.window, m.window) for k, m in live}
+        blockers = [(k, m) for k, m in live if reach[k] <= self.next_seq]
+        if not blockers or len(blockers) == len(live):
+            for _, m in live:
+                m.blocking_since = None
+            return
+        for k, m in live:
+            if reach[k] > self.next_seq:
+                m.blocking_since = None
+            elif m.blocking_since is None:
+                m.blocking_since = now
+            elif now - m.blocking_since >= self.s.member_stall_s:
+                self._leave(k, m, "fell behind the shared response")
+
+    def _leave(self, member: int, m: _Member, reason: str) -> None:
+        m.done = True
+        m.blocking_since = None
+        self.on_member_left(member, reason)
+        self._release()
+        self.pump()
 
     def fail(self, reason: str) -> None:
         """Give up (reported to the producer through :meth:`drain` and :attr:`failed`)."""
@@ -274,85 +332,15 @@ class SendStream:
             self.pump()
 
 
-class StreamBuffer:
-    """Received bytes for a consumer, with the asyncio.StreamReader methods the HTTP code uses."""
-
-    def __init__(self, on_consumed: Callable[[], None] = lambda: None) -> None:
-        self._buf = bytearray()
-        self._eof = False
-        self._error: BaseException | None = None
-        self._event = asyncio.Event()
-        self.on_consumed = on_consumed
-
-    def __len__(self) -> int:
-        return len(self._buf)
-
-    def feed(self, data: bytes) -> None:
-        self._buf += data
-        self._event.set()
-
-    def feed_eof(self) -> None:
-        self._eof = True
-        self._event.set()
-
-    def set_error(self, exc: BaseException) -> None:
-        self._error = exc
-        self._event.set()
-
-    def at_eof(self) -> bool:
-        return self._eof and not self._buf
-
-    async def _wait(self) -> None:
-        if self._error is not None:
-            raise self._error
-        self._event.clear()
-        await self._event.wait()
-        if self._error is not None:
-            raise self._error
-
-    def _take(self, n: int) -> bytes:
-        data = bytes(self._buf[:n])
-        del self._buf[:n]
-        self.on_consumed()
-        return data
-
-    async def read(self, n: int = -1) -> bytes:
-        """Up to ``n`` bytes (all buffered when -1); b"" at EOF."""
-        while not self._buf and not self._eof:
-            await self._wait()
-        return self._take(len(self._buf) if n < 0 else n)
-
-    async def readexactly(self, n: int) -> bytes:
-        while len(self._buf) < n:
-            if self._eof:
-                raise asyncio.IncompleteReadError(bytes(self._buf), n)
-            await self._wait()
-        return self._take(n)
-
-    async def readuntil(self, separator: bytes = b"\n", limit: int = 1 << 16) -> bytes:
-        start = 0
-        while True:
-            i = self._buf.find(separator, start)
-            if i >= 0:
-                if i + len(separator) > limit:
-                    raise asyncio.LimitOverrunError("separator beyond the limit", i)
-                return self._take(i + len(separator))
-            if len(self._buf) > limit:
-                raise asyncio.LimitOverrunError("separator not found within the limit", len(self._buf))
-            if self._eof:
-                raise asyncio.IncompleteReadError(bytes(self._buf), None)
-            start = max(0, len(self._buf) - len(separator) + 1)
-            await self._wait()
-
-    async def readline(self) -> bytes:
-        try:
-            return await self.readuntil(b"\n")
-        except asyncio.IncompleteReadError as exc:
-            return exc.partial
-
-
 class RecvStream:
-    """One incoming stream: reorders, deduplicates, acknowledges (cumulative + NACK list) and feeds a buffer."""
+    """One incoming stream: reorders, deduplicates, acknowledges (cumulative + NACK list) and feeds a buffer (and the
+    buffers of further local members of a coincidental-multicast answer, ``extra_buffers``).
+
+    Bounded: the bytes held (the fullest buffer plus out-of-order segments) never exceed ``receive_buffer`` whatever
+    the sender does (frames beyond it are dropped uncounted; an honest sender never sends them). A duplicate costs
+    O(1): the NACK list is kept incrementally, and ACKs owed for duplicates and gaps go out at most once per
+    ``ack_delay_s``. A local member whose buffer stays full for ``member_stall_s`` while another member reads is
+    detached (its buffer fails: its user's connection closes) so the others go on."""
 
     def __init__(
         self,
@@ -364,6 +352,7 @@ class RecvStream:
         buffer: StreamBuffer | None = None,
         fin_ack: str = "now",
         defer: Callable[[Callable[[], None]], object] = lambda f: f(),
+        extra_buffers: list[StreamBuffer] | None = None,
     ) -> None:
         self.send_ack, self.member, self.s = send_ack, member, settings
         #: When the last frame arrives: "now" (acknowledge at once, through ``defer`` so the consumer runs first) or
@@ -372,21 +361,37 @@ class RecvStream:
         self.defer = defer
         self.expected = 0
         self.out_of_order: dict[int, tuple[bytes, Flags]] = {}
+        self._ooo_bytes = 0
+        #: Sequence numbers missing below the highest one received, in order (an ordered dict used as a set).
+        self._gaps: dict[int, None] = {}
+        self._top = -1
         self.fin_seq: int | None = None
         self.close_flag = False
         self.unacked = 0
         self.last_ack = now
         self.last_frame = now
+        self._acked_at = -1.0
         self.skip_header = skip_header
         self.buffer = buffer if buffer is not None else StreamBuffer()
-        self.buffer.on_consumed = self._consumed
+        #: Every local member's buffer (the first is :attr:`buffer`); detached ones are removed.
+        self.buffers = [self.buffer, *(extra_buffers or ())]
+        self._full_since: dict[int, float] = {}
+        for b in self.buffers:
+            b.on_consumed = self._consumed
         self.bytes_received = 0
         self.duplicates = 0
+        self.dropped_over_bound = 0
         self._advertised = self._window()
 
+    def held_out_of_order(self) -> int:
+        """Payload bytes held out of order."""
+        return self._ooo_bytes
+
+    def _held(self) -> int:
+        return max((len(b) for b in self.buffers), default=0) + self._ooo_bytes
+
     def _window(self) -> int:
-        free = self.s.receive_buffer - len(self.buffer) - len(self.out_of_order) * self.s.segment
-        return max(0, free // self.s.segment)
+        return max(0, (self.s.receive_buffer - self._held()) // self.s.segment)
 
     def _consumed(self) -> None:
         if self._advertised < self.s.window // 2 and self._window() >= self.s.window // 2:
@@ -396,42 +401,65 @@ class RecvStream:
     def complete(self) -> bool:
         return self.fin_seq is not None and self.expected > self.fin_seq
 
+    def _feed(self, data: bytes) -> None:
+        for b in self.buffers:
+            b.feed(data)
+
     def on_segment(self, seq: int, payload: bytes, flags: Flags, now: float) -> None:
         """A data frame of this stream arrived."""
         self.last_frame = now
         if seq < self.expected or seq in self.out_of_order:
             self.duplicates += 1
-            self.ack()  # the sender missed our ACK: tell it again
+            self._ack_soon(now)  # the sender may have missed our ACK: tell it again, at a bounded rate
             return
-        if seq > self.expected + self.s.receive_buffer // max(self.s.segment, 1) + self.s.window:
+        if seq >= self.expected + max(self.s.receive_buffer // max(self.s.segment, 1), 1) + self.s.window:
             return  # far outside any window the sender may use: garbage or a stale stream
+        if self._held() + len(payload) > self.s.receive_buffer:
+            self.dropped_over_bound += 1  # beyond what we advertised: an honest sender retransmits it later
+            return
         if flags & Flags.FIN:
             self.fin_seq = seq
             self.close_flag = bool(flags & Flags.CLOSE)
         gap = seq > self.expected
+        if seq > self._top:
+            for s in range(self._top + 1, seq):
+                if s >= self.expected:
+                    self._gaps[s] = None
+            self._top = seq
+        else:
+            self._gaps.pop(seq, None)
         self.out_of_order[seq] = (payload, flags)
+        self._ooo_bytes += len(payload)
         while self.expected in self.out_of_order:
             data, _ = self.out_of_order.pop(self.expected)
+            self._ooo_bytes -= len(data)
             if self.expected == 0 and self.skip_header:
                 _, data = decode_members(data)
             self.expected += 1
             self.bytes_received += len(data)
             if data:
-                self.buffer.feed(data)
+                self._feed(data)
         self.unacked += 1
         if self.complete:
-            self.buffer.feed_eof()
-        if self.complete:
+            for b in self.buffers:
+                b.feed_eof()
             if self.fin_ack == "now":
                 self.defer(self.ack)
-        elif gap or self.unacked >= self.s.ack_every:
+        elif gap:
+            self._ack_soon(now)
+        elif self.unacked >= self.s.ack_every:
             self.ack()
 
+    def _ack_soon(self, now: float) -> None:
+        """An ACK is owed at once (gap, duplicate): sent now unless one left within ``ack_delay_s``, else by tick."""
+        if now - self._acked_at >= self.s.ack_delay_s:
+            self._acked_at = now
+            self.ack()
+        else:
+            self.unacked = max(self.unacked, 1)
+
     def missing(self) -> tuple[int, ...]:
-        if not self.out_of_order:
-            return ()
-        top = max(self.out_of_order)
-        return tuple(s for s in range(self.expected, top) if s not in self.out_of_order)[:256]
+        return tuple(itertools.islice(self._gaps, 256))
 
     def settle(self) -> None:
         """The sender learnt another way that everything arrived (e.g. the response started): no ACK is owed."""
@@ -446,8 +474,31 @@ class RecvStream:
     def tick(self, now: float) -> None:
         """Delayed ACK; while the stream is unfinished and quiet, acknowledge every few RTOs anyway (re-requesting gaps,
         and telling a sender whose frames are lost on a failed path where we are: it retransmits from there)."""
+        if len(self.buffers) > 1:
+            self._detach_stalled(now)
         due = self.unacked and now - self.last_ack >= self.s.ack_delay_s
         quiet = not self.complete and now - max(self.last_ack, self.last_frame) >= self.s.rto_s * 4
         if due or quiet:
+            self._acked_at = now
             self.ack()
             self.last_ack = now
+
+    def _detach_stalled(self, now: float) -> None:
+        """Local members of one answer: a full buffer while another member has room holds everyone back."""
+        full_at = self.s.receive_buffer - self._ooo_bytes - self.s.segment
+        full = [b for b in self.buffers if len(b) >= full_at]
+        if not full or len(full) == len(self.buffers):
+            self._full_since.clear()
+            return
+        for b in self.buffers:
+            if b not in full:
+                self._full_since.pop(id(b), None)
+        for b in full:
+            since = self._full_since.setdefault(id(b), now)
+            if now - since >= self.s.member_stall_s:
+                self._full_since.pop(id(b), None)
+                self.buffers.remove(b)
+                b._buf.clear()  # nobody will read it: the memory goes now
+                b.set_error(ConnectionResetError("fell behind the shared response"))
+                if self._advertised < self.s.window // 2:
+                    self.ack()  # room again: tell the sender

@@ -21,6 +21,7 @@ from flame_control.runtime.service import ALL_ROLES, AccessRules, Role, ServiceC
 from pce import convert
 from pce import topology as topolib
 from pce.core import PceCore
+from pce.identity import certificate_names, check_nap_session, check_registration
 from pce.registry import Registration, check_fqdn
 from pce.sessions import SessionTable
 
@@ -178,6 +179,7 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
         v.check(bool(request.nap_id), "nap_id", "must name the NAP in front of the endpoint")
         v.raise_if_any()
         principal = principal_from_context(context)
+        check_registration(principal, certificate_names(context), request.nap_id)
         owner = (
             request.owner
             if request.owner and principal.role in (Role.PLATFORM_OPERATOR, Role.COMPONENT)
@@ -192,6 +194,7 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
         self, request: pce_pb2.UnregisterFqdnRequest, context: Any
     ) -> pce_pb2.UnregisterFqdnResponse:
         fqdn = check_fqdn(request.fqdn)
+        check_registration(principal_from_context(context), certificate_names(context), request.nap_id)
         async with self.lock:
             self.push(self.core.unregister(fqdn, request.nap_id))
         return pce_pb2.UnregisterFqdnResponse()
@@ -295,7 +298,11 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
         if node is None or node.kind != "nap":
             raise InvalidArgument([FieldViolation("hello.nap_id", f"{hello.nap_id!r} is not a NAP of the topology")])
         nap = hello.nap_id
+        check_nap_session(principal_from_context(context), certificate_names(context), nap)
         queue: asyncio.Queue[nap_session_pb2.NapSessionResponse | None] = asyncio.Queue()
+        if self.driver is not None and self.driver.kind == "emulated":
+            access = nap_session_pb2.FabricAccess(nap_id=nap, attach_secret=self.driver.secret_for(nap))
+            queue.put_nowait(nap_session_pb2.NapSessionResponse(fabric_access=access))
         old = self.queues.get(nap)
         if old is not None:
             old.put_nowait(None)  # a newer session replaces an older one

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 import yaml
@@ -19,6 +20,7 @@ def register(sub: Any) -> None:
     new.add_argument("role", choices=[r.value for r in Role])
     new.add_argument("subject")
     new.add_argument("--media-service", action="append", default=[], help="flame_sfc this subject owns")
+    new.add_argument("--nap-id", default="", help="component tokens: the one NAP this token may act as (a NAP agent)")
     new.set_defaults(func=run_new)
     h = tsub.add_parser("hash", help="print the SHA-256 of a token read from stdin")
     h.set_defaults(func=run_hash)
@@ -26,10 +28,15 @@ def register(sub: Any) -> None:
 
 def run_new(args: argparse.Namespace) -> int:
     """Print a token (give it to the subject) and the auth.tokens entry (put it in the config)."""
+    if args.nap_id and args.role != Role.COMPONENT.value:
+        print("--nap-id scopes component tokens only", file=sys.stderr)
+        return 2
     token = new_token()
-    entry = {"subject": args.subject, "role": args.role, "sha256": hash_token(token)}
+    entry: dict[str, object] = {"subject": args.subject, "role": args.role, "sha256": hash_token(token)}
     if args.media_service:
         entry["media_services"] = args.media_service
+    if args.nap_id:
+        entry["nap_id"] = args.nap_id
     print(f"token (hand it to {args.subject}; it is not stored anywhere): {token}")
     print("config entry for auth.tokens:")
     print(yaml.safe_dump([entry], sort_keys=False).rstrip())
@@ -38,7 +45,5 @@ def run_new(args: argparse.Namespace) -> int:
 
 def run_hash(args: argparse.Namespace) -> int:
     """Hash a token read from stdin (so it does not land in shell history)."""
-    import sys
-
     print(hash_token(sys.stdin.readline().strip()))
     return 0

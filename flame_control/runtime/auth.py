@@ -44,6 +44,8 @@ class AuthenticatedPrincipal(Principal):
     """A principal plus the media services it owns (its viewpoint as a media service provider)."""
 
     media_services: frozenset[str] = frozenset()
+    #: The NAP a component token is scoped to ("" = none).
+    nap_id: str = ""
 
 
 class TokenStore:
@@ -58,7 +60,11 @@ class TokenStore:
                 raise ValueError(
                     f"token for {e.subject!r}: unknown role {e.role!r} (one of {', '.join(r.value for r in Role)})"
                 ) from None
-            self._by_digest[e.sha256.lower()] = AuthenticatedPrincipal(e.subject, role, frozenset(e.media_services))
+            if e.nap_id and role is not Role.COMPONENT:
+                raise ValueError(f"token for {e.subject!r}: nap_id scopes component tokens only (role {e.role!r})")
+            self._by_digest[e.sha256.lower()] = AuthenticatedPrincipal(
+                e.subject, role, frozenset(e.media_services), e.nap_id
+            )
 
     @classmethod
     def from_config(cls, auth: AuthConfig) -> TokenStore:

@@ -69,6 +69,9 @@ class TokenEntry(Strict):
     sha256: str
     #: Media services (flame_sfc values) this subject owns: its viewpoint for the media-service-provider role.
     media_services: list[str] = Field(default_factory=list)
+    #: For a component token: the one NAP it may act as (its NAP session and registrations under it, issue 12 item 6);
+    #: empty = not a NAP (a control-plane component such as the SFEMC).
+    nap_id: str = ""
 
 
 class AuthConfig(Strict):

@@ -56,8 +56,10 @@ def _issue(
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-def write_dev_pki(directory: Path, extra_hosts: Sequence[str] = ()) -> dict[str, Path]:
-    """Write ca.pem, server.pem, server.key, client.pem, client.key (keys mode 0600); returns their paths."""
+def write_dev_pki(directory: Path, extra_hosts: Sequence[str] = (), nap_ids: Sequence[str] = ()) -> dict[str, Path]:
+    """Write ca.pem, server.pem, server.key, client.pem, client.key (keys mode 0600); returns their paths. For each of
+    ``nap_ids`` also a NAP agent's client certificate ``nap-<id>.pem``/``.key`` whose SAN names the NAP (the PCE binds
+    its NAP session to that name, issue 12 item 6; labels ``nap_cert:<id>``/``nap_key:<id>``)."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_key = _key()
     ca_cert = _issue("flame-dev-ca", ca_key, _name("flame-dev-ca"), ca_key, ca=True)
@@ -79,6 +81,13 @@ def write_dev_pki(directory: Path, extra_hosts: Sequence[str] = ()) -> dict[str,
         "client_cert": ("client.pem", client.public_bytes(serialization.Encoding.PEM)),
         "client_key": ("client.key", _pem_key(client_key)),
     }
+    for nap in nap_ids:
+        nap_key = _key()
+        cert = _issue(
+            nap, nap_key, ca_cert.subject, ca_key, sans=[x509.DNSName(nap)], usage=[ExtendedKeyUsageOID.CLIENT_AUTH]
+        )
+        files[f"nap_cert:{nap}"] = (f"nap-{nap}.pem", cert.public_bytes(serialization.Encoding.PEM))
+        files[f"nap_key:{nap}"] = (f"nap-{nap}.key", _pem_key(nap_key))
     out = {}
     for label, (name, data) in files.items():
         path = directory / name

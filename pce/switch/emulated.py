@@ -8,9 +8,18 @@ so a path through the core is measurably slower than one across a single switch 
 delayed frames wait in one heap behind one timer; on Linux that timer is a timerfd, because asyncio's own timers wake
 the loop on whole milliseconds (epoll's timeout is rounded up), which turned a 0.2 ms path into ~1.3 ms.
 
-Protocol (docs/emulated-fabric.md): a NAP sends ``ATTACH <nap_id>`` from its UDP socket and gets ``ATTACHED <nap_id>``
-(or ``ERROR <reason>``); after that every datagram it sends is one Ethernet frame entering the fabric at its switch
-port, and it receives every frame the switches output towards its port.
+Protocol (docs/emulated-fabric.md): a NAP sends ``ATTACH <nap_id> <proof>`` from its UDP socket and gets
+``ATTACHED <nap_id> <port>`` (or ``ERROR <reason>``); after that every datagram it sends is one Ethernet frame entering
+the fabric at its switch port, and it receives every frame the switches output towards its port. ``<port>`` is the
+NAP's own fabric port: a UDP socket of the fabric connected to the NAP's address, from which the NAP receives its
+frames and to which it sends them (and its keep-alive ATTACH). Each NAP's frames queue apart in the kernel and the
+event loop reads the NAPs' sockets in turn, so a NAP that floods the fabric fills only its own queue (like a switch
+port's ingress queue), not everyone's. The proof is an
+HMAC-SHA256, keyed with the NAP's fabric secret, of ``ATTACH <nap_id> <host>:<port>`` (the socket's own address, so a
+copied datagram is worthless from any other socket); the PCE hands each NAP its secret over its authenticated NAP
+session (issue 12 item 6), so a local process can no longer attach as a NAP and receive its traffic. A datagram from an
+address that is not attached is dropped before anything is allocated for it and answered, at most once a second per
+address, with ``ERROR not attached`` (a NAP attached to a fabric that restarted re-attaches at once).
 """
 
 from __future__ import annotations
@@ -18,7 +27,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import hashlib
 import heapq
+import hmac
 import itertools
 import logging
 import os
@@ -62,6 +73,20 @@ class Counters:
     received: int = 0
     forwarded: int = 0
     dropped: int = 0
+
+
+NOT_ATTACHED = "not attached"
+
+
+def attach_proof(secret: bytes, nap_id: str, address: tuple[str, int]) -> str:
+    """The proof a NAP sends with ATTACH from ``address`` (hex HMAC-SHA256 keyed with its fabric secret)."""
+    text = f"ATTACH {nap_id} {address[0]}:{address[1]}".encode()
+    return hmac.new(secret, text, hashlib.sha256).hexdigest()
+
+
+def attach_message(nap_id: str, secret: bytes, address: tuple[str, int]) -> bytes:
+    """The ATTACH datagram for ``nap_id`` sent from ``address`` (without a secret: no proof, refused)."""
+    return f"ATTACH {nap_id} {attach_proof(secret, nap_id, address) if secret else '-'}".encode()
 
 
 def frame_fid(frame: bytes) -> tuple[int, int, int] | None:
@@ -144,6 +169,42 @@ class PreciseTimer:
             self._handle = None
 
 
+class _NapSocket:
+    """A NAP's own fabric port: a UDP socket connected to the NAP's address."""
+
+    def __init__(self, driver: EmulatedDriver, nap_id: str, address: tuple[str, int]) -> None:
+        self.driver, self.nap_id, self.address = driver, nap_id, address
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        set_socket_buffers(self.sock)
+        self.sock.bind((driver.host, 0))
+        self.sock.connect(address)
+        self.sock.setblocking(False)
+        self.port = int(self.sock.getsockname()[1])
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self.sock.fileno(), self._readable)
+
+    def _readable(self) -> None:
+        for _ in range(1):  # one per turn of the loop: every NAP's socket gets its turn
+            try:
+                data = self.sock.recv(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # ICMP: the NAP's socket is gone
+                return
+            self.driver._from_nap(self.nap_id, self.address, data)
+
+    def send(self, data: bytes) -> None:
+        try:
+            self.sock.send(data)
+        except OSError:
+            self.driver.counters.dropped += 1
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+
+
 class EmulatedDriver(asyncio.DatagramProtocol):
     """Installed tables per switch + a UDP socket NAPs attach to."""
 
@@ -155,9 +216,13 @@ class EmulatedDriver(asyncio.DatagramProtocol):
         port: int = 0,
         topology: Callable[[], Topology] = lambda: EMPTY,
         link_latency: bool = False,
+        key: bytes | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.topology = topology
+        #: Derives every NAP's fabric secret (random per fabric: a restarted fabric hands out new secrets).
+        self._key = key if key is not None else os.urandom(32)
+        self._refused_at: dict[tuple[str, int], float] = {}
         #: Delay frames by their path's configured link latency.
         self.link_latency = link_latency
         #: Frames waiting for their path latency: a heap of (due monotonic time, arrival order, frame, address), and
@@ -169,6 +234,8 @@ class EmulatedDriver(asyncio.DatagramProtocol):
         self.installed: dict[int, list[FlowRule]] = {}
         self.naps: dict[str, tuple[str, int]] = {}
         self.addresses: dict[tuple[str, int], str] = {}
+        #: Each attached NAP's own fabric port.
+        self.sockets: dict[str, _NapSocket] = {}
         self.counters = Counters()
         self.port_handler: Callable[[int, int, bool], None] | None = None
         self.transport: asyncio.DatagramTransport | None = None
@@ -201,6 +268,9 @@ class EmulatedDriver(asyncio.DatagramProtocol):
         """Close the socket."""
         if self.transport is not None:
             self.transport.close()
+        for nap_socket in self.sockets.values():
+            nap_socket.close()
+        self.sockets.clear()
         if self._timer is not None:
             self._timer.close()
             self._timer = None
@@ -249,14 +319,54 @@ class EmulatedDriver(asyncio.DatagramProtocol):
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
 
+    def secret_for(self, nap_id: str) -> bytes:
+        """The fabric secret of ``nap_id`` (handed to that NAP over its authenticated NAP session)."""
+        return hmac.new(self._key, nap_id.encode(), hashlib.sha256).digest()
+
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         if data.startswith(b"ATTACH "):
-            self._attach(data[7:].decode(errors="replace").strip(), addr)
+            self._attach(data[7:].decode(errors="replace").strip(), addr, self._main_reply(addr))
             return
         nap = self.addresses.get(addr)
-        parsed = frame_fid(data)
+        if nap is None:
+            self.counters.received += 1
+            self.counters.dropped += 1
+            self._refuse(addr, NOT_ATTACHED, self._main_reply(addr))
+            return
+        self._forward(nap, data)
+
+    def _from_nap(self, nap: str, addr: tuple[str, int], data: bytes) -> None:
+        """A datagram on a NAP's own fabric port."""
+        if data.startswith(b"ATTACH "):
+            port = self.sockets.get(nap)
+            if port is not None:
+                self._attach(data[7:].decode(errors="replace").strip(), addr, port.send)
+        elif self.addresses.get(addr) == nap:
+            self._forward(nap, data)
+
+    def _main_reply(self, address: tuple[str, int]) -> Callable[[bytes], None]:
+        """Answer through the main socket (where the datagram came in: a NAP's socket accepts its peer only)."""
+
+        def reply(data: bytes) -> None:
+            if self.transport is not None:
+                self.transport.sendto(data, address)
+
+        return reply
+
+    def _deliver(self, address: tuple[str, int], data: bytes) -> None:
+        """Send to a NAP's address: through its own fabric port when it has one."""
+        nap = self.addresses.get(address)
+        port = self.sockets.get(nap) if nap is not None else None
+        if port is not None:
+            port.send(data)
+        elif self.transport is not None:
+            self.transport.sendto(data, address)
+
+    def _forward(self, nap: str, data: bytes) -> None:
+        """One frame entering the fabric at ``nap``'s port."""
         self.counters.received += 1
-        if nap is None or parsed is None:
+        parsed = frame_fid(data)
+        if parsed is None:
             self.counters.dropped += 1
             return
         fid, label, hops = parsed
@@ -272,11 +382,11 @@ class EmulatedDriver(asyncio.DatagramProtocol):
         targets, dropped = decision
         for target, latency in targets:
             address = self.naps.get(target)
-            if address is not None and self.transport is not None:
+            if address is not None:
                 if self.link_latency and latency > 0:
                     self._send_later((nap, target), latency, data, address)
                 else:
-                    self.transport.sendto(data, address)
+                    self._deliver(address, data)
                 self.counters.forwarded += 1
         if dropped:
             self.counters.dropped += dropped
@@ -298,21 +408,41 @@ class EmulatedDriver(asyncio.DatagramProtocol):
         now = time.monotonic() + 2e-5  # a wake-up a few microseconds early still sends
         while queue and queue[0][0] <= now:
             _, _, data, address = heapq.heappop(queue)
-            if self.transport is not None:
-                self.transport.sendto(data, address)
+            self._deliver(address, data)
         if queue and self._timer is not None:
             self._timer.arm(queue[0][0])
 
-    def _attach(self, nap_id: str, addr: tuple[str, int]) -> None:
+    def _refuse(self, addr: tuple[str, int], reason: str, reply: Callable[[bytes], None]) -> None:
+        """Answer ``ERROR <reason>``, at most once a second per address (no reflection amplifier)."""
+        now = time.monotonic()
+        if now - self._refused_at.get(addr, -10.0) < 1.0:
+            return
+        if len(self._refused_at) > 4096:
+            self._refused_at = {a: t for a, t in self._refused_at.items() if now - t < 1.0}
+        self._refused_at[addr] = now
+        reply(f"ERROR {reason}".encode()[:200])
+
+    def _attach(self, text: str, addr: tuple[str, int], reply: Callable[[bytes], None]) -> None:
+        nap_id, _, proof = text.partition(" ")
         node = self.topology().nodes.get(nap_id)
-        assert self.transport is not None
         if node is None or node.kind != "nap":
-            self.transport.sendto(f"ERROR {nap_id!r} is not a NAP of the topology".encode(), addr)
+            reply(f"ERROR {nap_id!r} is not a NAP of the topology".encode()[:200])
+            return
+        expected = attach_proof(self.secret_for(nap_id), nap_id, addr)
+        if not hmac.compare_digest(proof.strip().encode(), expected.encode()):
+            self._refuse(addr, f"attach refused for {nap_id}: wrong or missing proof", reply)
             return
         old = self.naps.get(nap_id)
-        if old is not None:
+        if old is not None and old != addr:
             self.addresses.pop(old, None)
+            stale = self.sockets.pop(nap_id, None)
+            if stale is not None:
+                stale.close()
         self.naps[nap_id] = addr
         self.addresses[addr] = nap_id
-        self.transport.sendto(f"ATTACHED {nap_id}".encode(), addr)
-        log.info("nap attached", extra={"fields": {"nap": nap_id, "address": f"{addr[0]}:{addr[1]}"}})
+        port = self.sockets.get(nap_id)
+        if port is None:
+            port = self.sockets[nap_id] = _NapSocket(self, nap_id, addr)
+        reply(f"ATTACHED {nap_id} {port.port}".encode())
+        if old != addr:
+            log.info("nap attached", extra={"fields": {"nap": nap_id, "address": f"{addr[0]}:{addr[1]}"}})

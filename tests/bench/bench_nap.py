@@ -191,6 +191,37 @@ async def measure(rig: Rig, quick: bool) -> list[Figure]:
     return figures
 
 
+async def flood_figures(tmp: Path, quick: bool) -> list[Figure]:
+    """``flood_success_ratio`` (issue 12 item 5): real users' requests that succeed while one local process sends
+    forged frames as fast as it can (tests/support/flood.py). Emulated fabric (the flooder attaches over UDP), NAP
+    agents as `flame-nap` processes. The flooder is a compromised NAP (``nap-edge-b2``, holding its fabric secret) aiming
+    at the server NAP; the users' NAP had answered exchanges before the flood (a live service's users)."""
+    from tests.support.flood import flood_while_fetching
+    from tests.support.nap_env import emulated_edge, start_origin
+
+    client, attacker = CLIENT_NAPS[0], "nap-edge-b2"
+    with _group(tmp) as group:
+        origin = start_origin(group, "dc")
+        naps = {"nap-dc": [LocalServiceConfig(fqdn=VOD, endpoint=f"127.0.0.1:{origin}")], client: []}
+        async with emulated_edge(tmp, naps, processes=group, event_loop=LOOP) as env:
+            await env.route_to(client, VOD)
+            _ok(await asyncio.to_thread(_local_client, "127.0.0.1", env.http(client), ["/bytes/1024"], 20, 2))
+            core, driver = env.pce.core, env.pce.driver
+            route = core.resolve(attacker, VOD)[0]
+            avoid = core.plan.tables[route.table].ilids["nap-dc"]
+            seconds, users = (8.0, 4) if quick else (20.0, 8)
+            r = await flood_while_fetching(
+                driver.port, attacker, driver.secret_for(attacker), (route.fid, route.table), avoid, env.http(client),
+                VOD, seconds=seconds, users=users,
+            )  # fmt: skip
+    cond = (
+        f"emulated fabric; {r.sent:,} forged frames offered in {seconds:g} s by one process attached as {attacker} "
+        f"(never-completing heads, GETs with forged reply paths, duplicated out-of-order frames); {users} users "
+        f"fetching 2 kB one after another: {r.ok}/{r.total} succeeded, median {r.median_s * 1000:.0f} ms; {CONDITIONS}"
+    )
+    return [Figure("flood_success_ratio", r.success_ratio, "ratio", None, ">= 0.99", cond)]
+
+
 def run(quick: bool) -> list[Figure]:
     """All NAP figures (OVS when root and OVS is installed, emulated otherwise)."""
 
@@ -202,6 +233,8 @@ def run(quick: bool) -> list[Figure]:
             use_ovs = forced == "ovs" or (not forced and os.geteuid() == 0 and not available())
             rig_cm = ovs_rig(Path(tmp)) if use_ovs else emulated_rig(Path(tmp))
             async with rig_cm as rig:
-                return await measure(rig, quick)
+                figures = await measure(rig, quick)
+            (Path(tmp) / "flood").mkdir()
+            return figures + await flood_figures(Path(tmp) / "flood", quick)
 
     return asyncio.run(go())

@@ -42,6 +42,8 @@ class Env:
     agents: dict[str, NapAgent] = field(default_factory=dict)
     processes: dict[str, NapProcess] = field(default_factory=dict)
     hosts: list[ServiceHost] = field(default_factory=list)
+    #: Fabrics replaced by :meth:`restart_fabric` (already closed).
+    stale_drivers: list[Any] = field(default_factory=list)
 
     async def kill_pce(self) -> None:
         """Stop the PCE's gRPC server at once (no grace: open NAP sessions are cut). The fabric keeps forwarding."""
@@ -62,6 +64,28 @@ class Env:
         self.hosts.append(host)
         self.pce = servicer
         await servicer.program()
+
+    async def restart_fabric(self) -> None:
+        """The PCE *process* restarts (as ``flame up`` does): its gRPC server and its emulated fabric go away and a
+        fresh PCE with a fresh fabric (new fabric key: new NAP secrets, no attached NAPs) comes up on the same ports."""
+        from pce.switch.emulated import EmulatedDriver
+
+        await self.kill_pce()
+        old = self.pce.driver
+        old.close()
+        core = PceCore()
+        core.apply_topology(topolib.load_file(EXAMPLE))
+        driver = EmulatedDriver("127.0.0.1", old.port, topology=lambda: core.topology)
+        servicer = PceServicer(core, driver=driver)
+        spec = ServiceSpec("flame.pce.v1.PceService", servicer, pce_pb2_grpc.add_PceServiceServicer_to_server, ACCESS)
+        host = ServiceHost(FlameConfig(shutdown_grace_s=1.0), settings={})
+        await host.start_spec("pce", dataclasses.replace(spec, on_start=servicer.start_driver), self._pce_port())
+        self.hosts.append(host)
+        self.pce = servicer
+        self.stale_drivers.append(old)
+
+    def _pce_port(self) -> int:
+        return int(self.pce_target.rsplit(":", 1)[1])
 
     def http(self, nap_id: str) -> int:
         if nap_id in self.processes:
@@ -147,3 +171,5 @@ async def emulated_edge(
             await h.stop()
         if spec.on_stop is not None:
             await spec.on_stop()
+        if env.stale_drivers:
+            env.pce.driver.close()

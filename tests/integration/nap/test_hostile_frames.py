@@ -13,6 +13,7 @@ from pathlib import Path
 
 from flame_control.icn import frame as fr
 from nap_agent.agent import LocalServiceConfig
+from pce.switch.emulated import attach_message
 from tests.support.nap_env import VOD, emulated_edge, start_origin
 from tests.support.origin import body
 from tests.support.procs import process_group
@@ -50,7 +51,9 @@ def test_hostile_frames_are_counted_and_dropped_while_a_download_stays_exact(tmp
                 stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 stranger.setblocking(False)
                 stranger.connect(("127.0.0.1", env.pce.driver.port))
-                stranger.send(b"ATTACH nap-edge-b2")
+                # a compromised NAP (it holds nap-edge-b2's fabric secret): the worst a local attacker can be now
+                secret = env.pce.driver.secret_for("nap-edge-b2")
+                stranger.send(attach_message("nap-edge-b2", secret, stranger.getsockname()))
                 loop = asyncio.get_running_loop()
                 assert (await loop.sock_recv(stranger, 100)).startswith(b"ATTACHED")
 

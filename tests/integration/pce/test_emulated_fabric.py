@@ -5,6 +5,7 @@ dropped. Also SFR-10 (registrations from configuration) through the service's bu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import socket
 from pathlib import Path
@@ -14,7 +15,7 @@ from flame_control.runtime.service import ServiceContext
 from pce.core import PceCore
 from pce.registry import Registration
 from pce.service import PceServicer, Settings, build
-from pce.switch.emulated import EmulatedDriver
+from pce.switch.emulated import EmulatedDriver, attach_message
 from pce.topology import load_file
 from tests.support.frames import build as build_frame
 from tests.support.frames import parse
@@ -35,11 +36,12 @@ class Naps:
             s.setblocking(False)
             self.socks[name] = s
 
-    async def attach(self) -> dict[str, bytes]:
+    async def attach(self, driver: EmulatedDriver) -> dict[str, bytes]:
+        """Each socket attaches with its NAP's fabric secret (what the PCE hands out over the NAP session)."""
         loop = asyncio.get_running_loop()
         replies = {}
         for name, s in self.socks.items():
-            s.sendto(f"ATTACH {name}".encode(), ("127.0.0.1", self.port))
+            s.sendto(attach_message(name, driver.secret_for(name), s.getsockname()), ("127.0.0.1", self.port))
             replies[name] = await asyncio.wait_for(loop.sock_recv(s, 2048), 2)
         return replies
 
@@ -68,8 +70,8 @@ async def fabric_for(core: PceCore) -> tuple[EmulatedDriver, Naps]:
     port = await driver.listen()
     driver.apply({core.topology.nodes[n].dpid: r for n, r in core.switch_rules().items()})
     naps = Naps(port, core.topology.naps())
-    replies = await naps.attach()
-    assert all(r == f"ATTACHED {n}".encode() for n, r in replies.items())
+    replies = await naps.attach(driver)
+    assert all(r.startswith(f"ATTACHED {n} ".encode()) for n, r in replies.items())
     return driver, naps
 
 
@@ -122,7 +124,7 @@ def test_sfr13_port_down_on_an_emulated_switch_reroutes_frames() -> None:
         servicer = PceServicer(core, driver=driver)
         await servicer.start_driver()
         naps = Naps(driver.port, core.topology.naps())
-        await naps.attach()
+        await naps.attach(driver)
         old = core.resolve("nap-edge-a1", VOD)[0]
         assert "dc-a" in old.links
         driver.set_port_state(1, 3, up=False)  # sw-dc port 3 = link dc-a
@@ -158,6 +160,41 @@ def test_garbage_unattached_senders_and_unknown_naps_are_refused() -> None:
         assert driver.counters.dropped == 3 and driver.counters.forwarded == 0
         assert await naps.send_and_collect("nap-edge-a1", route.fid, 0, "ok") == {"nap-dc": 1}
         stranger.close()
+        naps.close()
+        driver.close()
+
+    asyncio.run(scenario())
+
+
+def test_attach_needs_the_naps_secret_and_a_copied_proof_is_worthless() -> None:
+    """Issue 12 item 6: before, any local process could send ``ATTACH <nap>`` and receive that NAP's traffic."""
+
+    async def scenario() -> None:
+        core = example_core()
+        driver, naps = await fabric_for(core)
+        loop = asyncio.get_running_loop()
+        thief = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        thief.bind(("127.0.0.1", 0))
+        thief.setblocking(False)
+        fabric = ("127.0.0.1", driver.port)
+        victim = naps.socks["nap-dc"]
+        attempts = [
+            b"ATTACH nap-dc",  # the old protocol: no proof
+            attach_message("nap-dc", b"guessed" * 4, thief.getsockname()),  # a wrong secret
+            attach_message("nap-dc", driver.secret_for("nap-dc"), victim.getsockname()),  # the victim's, copied
+        ]
+        for msg in attempts:
+            thief.sendto(msg, fabric)
+            reply = await asyncio.wait_for(loop.sock_recv(thief, 2048), 2)
+            assert reply.startswith(b"ERROR"), (msg, reply)
+            await asyncio.sleep(1.05)  # refusals are rate limited per address
+        assert driver.naps["nap-dc"] == victim.getsockname()  # the victim stays attached
+        route = core.resolve("nap-edge-a1", VOD)[0]
+        assert await naps.send_and_collect("nap-edge-a1", route.fid, route.table, "ok") == {"nap-dc": 1}
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                assert thief.recv(65535).startswith(b"ERROR")  # no frame reached the thief
+        thief.close()
         naps.close()
         driver.close()
 

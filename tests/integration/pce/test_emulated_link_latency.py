@@ -32,7 +32,7 @@ async def _arrivals(link_latency: bool, frames: int) -> list[tuple[float, str]]:
     port = await driver.listen()
     driver.apply({core.topology.nodes[n].dpid: r for n, r in core.switch_rules().items()})
     naps = Naps(port, core.topology.naps())
-    await naps.attach()
+    await naps.attach(driver)
     route = core.resolve("nap-edge-a2", VOD)[0]
     loop = asyncio.get_running_loop()
     sent = time.monotonic()

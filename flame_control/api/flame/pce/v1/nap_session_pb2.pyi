@@ -433,6 +433,37 @@ class RegistrationReply(_message.Message):
 Global___RegistrationReply: _TypeAlias = RegistrationReply  # noqa: Y015
 
 @_typing.final
+class FabricAccess(_message.Message):
+    """How the NAP may attach to the PCE's emulated fabric (sent once at the start of every session when the PCE runs the
+    emulated fabric; absent otherwise). The NAP proves it holds the secret when it attaches: its ATTACH datagram carries
+    the hex HMAC-SHA256, keyed with attach_secret, of "ATTACH <nap_id> <host>:<port>" (its own UDP address); see
+    docs/emulated-fabric.md. A restarted fabric hands out new secrets, so a NAP re-attaches with the one of its newest
+    session.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAP_ID_FIELD_NUMBER: _builtins.int
+    ATTACH_SECRET_FIELD_NUMBER: _builtins.int
+    nap_id: _builtins.str
+    """The NAP the secret is for (the session's authenticated nap_id)."""
+    attach_secret: _builtins.bytes
+    """The NAP's fabric secret (32 bytes). Never logged."""
+    def __init__(
+        self,
+        *,
+        nap_id: _builtins.str = ...,
+        attach_secret: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attach_secret", b"attach_secret", "nap_id", b"nap_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FabricAccess: _TypeAlias = FabricAccess  # noqa: Y015
+
+@_typing.final
 class NapSessionResponse(_message.Message):
     """A message from the PCE to the NAP."""
 
@@ -441,6 +472,7 @@ class NapSessionResponse(_message.Message):
     SNAPSHOT_FIELD_NUMBER: _builtins.int
     PATH_REPLY_FIELD_NUMBER: _builtins.int
     REGISTRATION_REPLY_FIELD_NUMBER: _builtins.int
+    FABRIC_ACCESS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def snapshot(self) -> Global___Snapshot:
         """A new snapshot version."""
@@ -453,18 +485,23 @@ class NapSessionResponse(_message.Message):
     def registration_reply(self) -> Global___RegistrationReply:
         """Reply to a registration."""
 
+    @_builtins.property
+    def fabric_access(self) -> Global___FabricAccess:
+        """The NAP's emulated-fabric secret (first message of a session on the emulated fabric)."""
+
     def __init__(
         self,
         *,
         snapshot: Global___Snapshot | None = ...,
         path_reply: Global___PathReply | None = ...,
         registration_reply: Global___RegistrationReply | None = ...,
+        fabric_access: Global___FabricAccess | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "path_reply", b"path_reply", "registration_reply", b"registration_reply", "snapshot", b"snapshot"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fabric_access", b"fabric_access", "message", b"message", "path_reply", b"path_reply", "registration_reply", b"registration_reply", "snapshot", b"snapshot"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "path_reply", b"path_reply", "registration_reply", b"registration_reply", "snapshot", b"snapshot"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fabric_access", b"fabric_access", "message", b"message", "path_reply", b"path_reply", "registration_reply", b"registration_reply", "snapshot", b"snapshot"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["snapshot", "path_reply", "registration_reply"]  # noqa: Y015
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["snapshot", "path_reply", "registration_reply", "fabric_access"]  # noqa: Y015
     _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
 
