@@ -21,6 +21,7 @@ from flame_control.api.flame.clmc.v1 import model_pb2
 from flame_control.api.flame.nap.v1 import nap_pb2, nap_pb2_grpc
 from flame_control.api.flame.pce.v1 import pce_pb2, pce_pb2_grpc
 from flame_control.sfemc.endpoints import EndpointRecord
+from flame_control.sfemc.metrics import vim_call_histogram
 from flame_control.vim.base import InstanceSpec, InstanceStatus, VimDriver, VimError, VimErrorKind
 
 _VIM_FAILURE = {
@@ -62,6 +63,7 @@ class Actuator:
     ) -> None:
         self.vims, self.timeouts, self.pce, self.nap_admin = vims, timeouts, pce, nap_admin
         self.image_reference = image_reference
+        self.vim_latency = vim_call_histogram()
 
     def _vim(self, rec: EndpointRecord) -> VimDriver:
         vim = self.vims.get(rec.spec.vim)
@@ -74,7 +76,9 @@ class Actuator:
 
     async def _call(self, seconds: float, what: str, fn: Callable[..., object], *args: object) -> object:
         try:
-            return await asyncio.wait_for(asyncio.to_thread(fn, *args), seconds)
+            vim = str(getattr(getattr(fn, "__self__", None), "name", "unknown"))
+            with self.vim_latency.labels(what, vim).time():
+                return await asyncio.wait_for(asyncio.to_thread(fn, *args), seconds)
         except TimeoutError as exc:
             raise StepFailed(model_pb2.FAILURE_CATEGORY_TIMEOUT, f"{what} did not finish within {seconds:g} s") from exc
         except VimError as exc:

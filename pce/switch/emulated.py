@@ -170,6 +170,8 @@ class EmulatedDriver(asyncio.DatagramProtocol):
         self.naps: dict[str, tuple[str, int]] = {}
         self.addresses: dict[tuple[str, int], str] = {}
         self.counters = Counters()
+        #: Rules added or removed so far (the emulated counterpart of the OpenFlow driver's flow-mods).
+        self.flow_mods_sent = 0
         self.port_handler: Callable[[int, int, bool], None] | None = None
         self.transport: asyncio.DatagramTransport | None = None
         self._fabric: Fabric | None = None
@@ -217,6 +219,7 @@ class EmulatedDriver(asyncio.DatagramProtocol):
             changed[dpid] = len(self.installed.pop(dpid))
         self._fabric = None
         self._decisions = {}
+        self.flow_mods_sent += sum(changed.values())
         return changed
 
     def connected(self) -> dict[int, int]:

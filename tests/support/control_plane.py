@@ -36,6 +36,8 @@ class ControlPlane:
     emulated_port: int
     config_path: Path
     state_dir: Path
+    #: Port of `flame up`'s Prometheus /metrics endpoint.
+    metrics_port: int = 0
     proc: Proc | None = None
     naps: dict[str, NapProcess] = field(default_factory=dict)
     _channels: dict[str, grpc.Channel] = field(default_factory=dict)
@@ -118,12 +120,13 @@ def start_control_plane(
     emulated = free_port()
     work = group.workdir / "control-plane"
     work.mkdir(parents=True, exist_ok=True)
-    cp = ControlPlane(group, ports, emulated, work / "config.json", work / "state")
+    cp = ControlPlane(group, ports, emulated, work / "config.json", work / "state", metrics_port=free_port())
     for nap_id in naps:
         cp.add_nap(nap_id)
     config: dict[str, Any] = {
         "state_dir": str(cp.state_dir),
         "listen": {"ports": ports},
+        "metrics": {"port": cp.metrics_port},
         "services": {
             "pce": {"emulated_port": emulated},
             "sfemc": {
