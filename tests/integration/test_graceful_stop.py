@@ -4,7 +4,8 @@ real processes on loopback:
 - SIGTERM: every service answers grpc.health.v1 Check with NOT_SERVING (reason "shutting down") during the drain
   period, then the process exits 0 within drain + shutdown_grace_s;
 - `flame-nap` is NOT_SERVING while its PCE session is down and `flame status` prints why;
-- `flame status` names a TLS mismatch ("server requires TLS", and the reverse) instead of a bare UNAVAILABLE.
+- `flame status` names a TLS mismatch ("server requires TLS", and the reverse) instead of a bare UNAVAILABLE;
+- SF endpoint processes survive a graceful stop on purpose and the next start adopts them (operator guide).
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ import time
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from flame_control.api.flame.orchestrator.v1 import orchestrator_pb2 as O
 from flame_control.runtime.health import REASON_KEY
 from flame_control.runtime.tlsgen import write_dev_pki
+from flame_control.vim.process import ProcessVim
+from tests.support.control_plane import start_control_plane
 from tests.support.procs import Proc, ProcessGroup, free_port, port_open, wait_for
 
 SERVICES = {
@@ -144,3 +149,26 @@ def test_flame_status_says_server_does_not_use_tls(procs: ProcessGroup, tmp_path
     )  # fmt: skip
     assert status.returncode == 1
     assert "server does not use TLS" in status.stdout, status.stdout
+
+
+@pytest.mark.slow
+def test_graceful_stop_leaves_endpoint_processes_running_and_the_next_start_adopts_them(procs: ProcessGroup) -> None:
+    """What the operator guide says survives a stop on purpose (ORCH-6, process VIM): SF endpoint processes."""
+    cp = start_control_plane(procs, naps=("nap-dc", "nap-edge-a1", "nap-edge-a2", "nap-edge-b1"))
+    vim = ProcessVim(cp.state_dir / "sfemc" / "process-vim")
+    try:
+        cp.deploy_vod()
+        pids = {i.instance_id: vim.pid_of(i.instance_id) for i in vim.list()}
+        alive = {k: p for k, p in pids.items() if p}
+        assert alive, pids
+        assert cp.stop() == 0  # SIGTERM: drain, then exit 0
+        assert all(Path(f"/proc/{p}").exists() for p in alive.values()), "an endpoint process died with the stop"
+        cp.start()
+        get = O.GetMediaServiceRequest(name="vod")
+        running = lambda: cp.orchestrator.GetMediaService(get, timeout=5).service.status == O.SERVICE_STATUS_RUNNING  # noqa: E731
+        wait_for(running, 90, interval=0.2, what="vod RUNNING after the restart")
+        assert {i.instance_id: vim.pid_of(i.instance_id) for i in vim.list()} == pids  # adopted, nothing restarted
+    finally:
+        procs.stop_all()
+        for inst in vim.list():
+            vim.delete(inst.instance_id)

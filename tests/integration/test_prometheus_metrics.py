@@ -12,17 +12,15 @@ from __future__ import annotations
 import http.client
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 
-from flame_control.api.flame.orchestrator.v1 import orchestrator_pb2 as O
 from flame_control.api.flame.pce.v1 import pce_pb2
 from flame_control.vim.process import ProcessVim
-from tests.support.control_plane import VOD, ControlPlane, start_control_plane
+from tests.support.control_plane import ControlPlane, start_control_plane
 from tests.support.procs import ProcessGroup
 from tests.support.prometheus import Prometheus, start_prometheus
 
@@ -79,15 +77,7 @@ def test_prometheus_scrapes_every_service_and_nap_agent_series_the_dashboard_use
 
     # Work for every component: deploy the VOD service (orchestrator -> SFEMC -> VIM -> NAP -> PCE), fetch through an
     # edge NAP (NAP data plane, CLMC reports), fail one call (INVALID_ARGUMENT), flap a link (PCE reconvergence).
-    cp.orchestrator.DeployMediaService(
-        O.DeployMediaServiceRequest(request_id=uuid.uuid4().hex, template=VOD.read_text()), timeout=30
-    )
-    deadline = time.monotonic() + 90
-    while cp.orchestrator.GetMediaService(O.GetMediaServiceRequest(name="vod"), timeout=5).service.status != (
-        O.SERVICE_STATUS_RUNNING
-    ):
-        assert time.monotonic() < deadline, "vod never RUNNING"
-        time.sleep(0.2)
+    cp.deploy_vod()
     edge = cp.naps["nap-edge-a1"]
     for _ in range(3):
         conn = http.client.HTTPConnection("127.0.0.1", edge.http_port, timeout=15)

@@ -19,7 +19,7 @@ from flame_control.api.flame.pce.v1 import pce_pb2_grpc
 from flame_control.api.flame.sfemc.v1 import sfemc_pb2_grpc
 from nap_agent.agent import Settings as NapSettings
 from tests.support.nap_procs import NapProcess
-from tests.support.procs import Proc, ProcessGroup, free_port, port_open
+from tests.support.procs import Proc, ProcessGroup, free_port, port_open, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOGUE = ROOT / "examples" / "infrastructure" / "flame-integration.yaml"
@@ -85,6 +85,26 @@ class ControlPlane:
     def restart(self) -> None:
         self.kill()
         self.start()
+
+    def deploy_vod(self, timeout: float = 90.0) -> None:
+        """Deploy examples/media-services/vod.yaml once the catalogue is applied; wait until it is RUNNING."""
+        from flame_control.api.flame.orchestrator.v1 import orchestrator_pb2 as O
+
+        def ask(fn: Any) -> Any:
+            try:
+                return fn()
+            except grpc.RpcError:
+                return None
+
+        infra = O.GetInfrastructureRequest()
+        sites = lambda: ask(lambda: self.orchestrator.GetInfrastructure(infra, timeout=5).sites)  # noqa: E731
+        wait_for(sites, timeout, 0.2, "catalogue applied")
+        request = O.DeployMediaServiceRequest(request_id=f"deploy-vod-{id(self)}", template=VOD.read_text())
+        self.orchestrator.DeployMediaService(request, timeout=30)
+        get = O.GetMediaServiceRequest(name="vod")
+        running = O.SERVICE_STATUS_RUNNING
+        wait_for(lambda: ask(lambda: self.orchestrator.GetMediaService(get, timeout=5).service.status == running),
+                 timeout, 0.2, "vod RUNNING")  # fmt: skip
 
     def stop(self) -> int:
         assert self.proc is not None
