@@ -107,6 +107,8 @@ class KpiEngine:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._eval_lock = asyncio.Lock()
+        #: Evaluations of one KPI so far (metrics).
+        self.evaluations = 0
 
     def define(self, spec: KpiSpec) -> list[kpi_pb2.KpiEvent]:
         """Store a KPI (blocking) and evaluate soon. Re-defining it unchanged keeps its alert state; a changed
@@ -147,6 +149,7 @@ class KpiEngine:
 
     def evaluate_kpi(self, spec: KpiSpec, now_ns: int) -> list[kpi_pb2.KpiEvent]:
         """One evaluation of one KPI (blocking: storage and state); returns the numbered events."""
+        self.evaluations += 1
         states: dict[TagTuple, GroupState] = self.state.alerts(spec.key)
         observations = observe(self.store, spec, now_ns)
         new_states, transitions = evaluate(spec, states, observations, now_ns, self.started_ns)

@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from clmc import metrics
 from clmc.dashboard import Dashboard
 from clmc.dimensions import DimensionConfig, DimensionMap, check_dimensions
 from clmc.ingest import Limits
@@ -207,6 +208,8 @@ def build(ctx: ServiceContext) -> ServiceSpec:
     state = ClmcState(Path(ctx.state_dir) / "clmc_state.sqlite", settings.kpi_events_retained)
     engine = KpiEngine(store, state, wall_clock_ns, settings.kpi_interval_s)
     servicer = ClmcServicer(store, limits, engine=engine, state=state, dimensions=DimensionMap(settings.dimensions))
+    ingest = metrics.IngestStats()
+    servicer.stored_hooks.append(ingest.on_stored)
     kafka = KafkaWiring(settings, servicer, engine, limits) if settings.kafka_bootstrap else None
     dashboard = Dashboard(store, engine, wall_clock_ns, settings.dashboard_port) if settings.dashboard_port else None
 
@@ -251,4 +254,5 @@ def build(ctx: ServiceContext) -> ServiceSpec:
         ACCESS,
         on_start=on_start,
         on_stop=on_stop,
+        metrics=lambda: metrics.collect(ingest, engine, state),
     )

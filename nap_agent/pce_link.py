@@ -40,6 +40,8 @@ class PceLink:
         self.backoff_start_s, self.backoff_max_s = backoff_start_s, backoff_max_s
         self.state = nap_pb2.PCE_SESSION_STATE_DISABLED if not endpoints else nap_pb2.PCE_SESSION_STATE_CONNECTING
         self.endpoint = ""
+        #: Why the last session ended (health reason while the session is down).
+        self.last_error = ""
         self.version = 0
         self.nacks = 0
         self.connects = 0
@@ -71,10 +73,14 @@ class PceLink:
             i += 1
             try:
                 await self._session(endpoint)
+                self.last_error = "the PCE ended the session"
                 delay = self.backoff_start_s
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # grpc.aio.AioRpcError and friends: try the next replica
+                self.last_error = (
+                    (exc.details() or exc.code().name) if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+                )
                 log.warning("pce session ended", extra={"fields": {"pce": endpoint, "error": str(exc)[:200]}})
             if self.state == nap_pb2.PCE_SESSION_STATE_CONNECTED:
                 delay = self.backoff_start_s

@@ -11,6 +11,7 @@ from flame_control.api.flame.nap.v1 import nap_pb2, nap_pb2_grpc
 from flame_control.icn import cid as cidlib
 from flame_control.runtime.errors import FieldViolation, InvalidArgument, NotFound
 from flame_control.runtime.service import ALL_ROLES, OPERATORS, AccessRules, ServiceContext, ServiceSpec
+from nap_agent import metrics
 from nap_agent.agent import NapAgent, Settings
 from pce.registry import check_fqdn
 
@@ -130,4 +131,6 @@ def build(ctx: ServiceContext) -> ServiceSpec:
         ),
         on_start=agent.start,
         on_stop=agent.stop,
+        health=lambda: metrics.health_reason(agent),
+        metrics=lambda: metrics.collect(agent),
     )

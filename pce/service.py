@@ -18,7 +18,7 @@ from flame_control.api.flame.pce.v1 import nap_session_pb2, pce_pb2, pce_pb2_grp
 from flame_control.runtime.auth import principal_from_context
 from flame_control.runtime.errors import DomainError, FieldViolation, InvalidArgument, Violations
 from flame_control.runtime.service import ALL_ROLES, AccessRules, Role, ServiceContext, ServiceSpec
-from pce import convert
+from pce import convert, metrics
 from pce import topology as topolib
 from pce.core import PceCore
 from pce.identity import certificate_names, check_nap_session, check_registration
@@ -75,6 +75,7 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
         self.sessions: SessionTable[Any] = SessionTable(clock)
         self.queues: dict[str, asyncio.Queue[nap_session_pb2.NapSessionResponse | None]] = {}
         self.lock = asyncio.Lock()
+        self.stats = metrics.PceStats()
 
     # -- pushes ---------------------------------------------------------------------------------------------------
     def push(self, naps: set[str]) -> None:
@@ -87,6 +88,7 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
             version = self.sessions.offer(nap, view)
             if version is not None:
                 queue.put_nowait(convert.snapshot(version, view))
+                self.stats.snapshots_pushed += 1
                 log.info("snapshot pushed", extra={"fields": {"nap": nap, "version": version}})
 
     # -- switch programming ---------------------------------------------------------------------------------------
@@ -130,13 +132,14 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
         link = next((lk for lk in self.core.topology.links.values() if (switch.id, port) in (lk.a, lk.b)), None)
         if link is None or link.down == (not up):
             return
-        async with self.lock:
-            affected = self.core.set_link_state(link.id, up)
-            self.push(affected)
+        with self.stats.reconvergence.time():
+            async with self.lock:
+                affected = self.core.set_link_state(link.id, up)
+                self.push(affected)
+            await self.program()
         log.info(
             "link state from switch", extra={"fields": {"link": link.id, "up": up, "affected_naps": len(affected)}}
         )
-        await self.program()
 
     # -- topology -------------------------------------------------------------------------------------------------
     async def ApplyTopology(self, request: pce_pb2.ApplyTopologyRequest, context: Any) -> pce_pb2.ApplyTopologyResponse:
@@ -152,10 +155,11 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
     ) -> pce_pb2.UpdateLinkStateResponse:
         if request.link_id not in self.core.topology.links:
             raise InvalidArgument([FieldViolation("link_id", f"unknown link {request.link_id!r}")])
-        async with self.lock:
-            affected = self.core.set_link_state(request.link_id, request.up)
-            self.push(affected)
-        await self.program()
+        with self.stats.reconvergence.time():
+            async with self.lock:
+                affected = self.core.set_link_state(request.link_id, request.up)
+                self.push(affected)
+            await self.program()
         return pce_pb2.UpdateLinkStateResponse(version=self.core.version, affected_nap_ids=sorted(affected))
 
     async def GetTopology(self, request: pce_pb2.GetTopologyRequest, context: Any) -> pce_pb2.GetTopologyResponse:
@@ -448,4 +452,5 @@ def build(ctx: ServiceContext) -> ServiceSpec:
         ACCESS,
         on_start=servicer.start_driver,
         on_stop=servicer.stop_driver,
+        metrics=lambda: metrics.collect(servicer),
     )

@@ -13,7 +13,7 @@ if [ "${1:-}" = "--test" ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends \
       openvswitch-switch iputils-ping iproute2 ethtool influxdb docker.io busybox-static etcd-server \
-      chromium chromium-driver curl iptables python3-venv >/dev/null
+      chromium chromium-driver curl iptables python3-venv prometheus >/dev/null
   else
     echo "install.sh: not root: skipping apt packages (tests that need them will skip with a reason)" >&2
   fi

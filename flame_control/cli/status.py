@@ -10,8 +10,10 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from flame_control.cli.common import add_config_options, load_from_args
+from flame_control.cli.tls_hint import tls_mismatch_hint
 from flame_control.runtime.auth import client_token
 from flame_control.runtime.config import FlameConfig
+from flame_control.runtime.health import REASON_KEY
 from flame_control.runtime.registry import CONTROL_PLANE
 from flame_control.runtime.server import open_channel
 
@@ -35,15 +37,23 @@ def register(sub: Any) -> None:
 
 
 async def check(config: FlameConfig, key: str, timeout: float) -> str:
-    """SERVING / NOT_SERVING / UNREACHABLE (reason) for one service."""
+    """SERVING / NOT_SERVING (why) / UNREACHABLE (code, and a hint when TLS does not match) for one service."""
     target = config.peer_target(key)
     async with open_channel(config, target, client_token(config.auth)) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
+        call = stub.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAMES[key]), timeout=timeout)
         try:
-            reply = await stub.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAMES[key]), timeout=timeout)
+            reply = await call
         except grpc.aio.AioRpcError as err:
-            return f"UNREACHABLE ({err.code().name})"
-        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+            hint = ""
+            if err.code() == grpc.StatusCode.UNAVAILABLE:
+                hint = await asyncio.to_thread(tls_mismatch_hint, target, config.tls.enabled, timeout)
+            return f"UNREACHABLE ({err.code().name}{': ' + hint if hint else ''})"
+        state = str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+        if reply.status != health_pb2.HealthCheckResponse.SERVING:
+            reason = dict(await call.trailing_metadata() or ()).get(REASON_KEY, "")
+            state += f" ({reason})" if reason else ""
+        return state
 
 
 async def _all(config: FlameConfig, keys: list[str], timeout: float) -> dict[str, str]:

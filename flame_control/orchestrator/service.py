@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from flame_control.api.flame.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from flame_control.api.flame.pce.v1 import pce_pb2, pce_pb2_grpc
 from flame_control.clmc_events import ConfigEventPublisher, config_event
+from flame_control.orchestrator import metrics
 from flame_control.orchestrator.catalogue import catalogue_to_topology, parse_catalogue
 from flame_control.orchestrator.export import export_descriptor
 from flame_control.orchestrator.lifecycle import Lifecycle, errors_of
@@ -379,4 +380,5 @@ def build(ctx: ServiceContext) -> ServiceSpec:
         ),
         on_start=servicer.start,
         on_stop=servicer.stop,
+        metrics=lambda: metrics.collect(servicer),
     )

@@ -93,6 +93,16 @@ class LoggingConfig(Strict):
     json_format: bool = Field(default=False, alias="json")
 
 
+class MetricsConfig(Strict):
+    """The process's Prometheus ``/metrics`` endpoint (one per process, loopback by default)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    #: Port of the endpoint; unset = the documented default of the first service the process runs
+    #: (registry.DEFAULT_METRICS_PORTS; if that one is taken, metrics are off with a warning). 0 = any free port.
+    port: int | None = None
+
+
 class FlameConfig(Strict):
     """The whole configuration of a control-plane process."""
 
@@ -107,6 +117,11 @@ class FlameConfig(Strict):
     services: dict[str, dict[str, Any]] = Field(default_factory=dict)
     #: Graceful shutdown: seconds in-flight calls get to finish.
     shutdown_grace_s: float = 5.0
+    #: Graceful shutdown: seconds health reports NOT_SERVING while the server still answers every call (so load
+    #: balancers and probes stop sending new work) before in-flight calls are drained.
+    shutdown_drain_s: float = Field(default=2.0, ge=0)
+    #: Prometheus metrics endpoint.
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
     def peer_target(self, key: str) -> str:
         """host:port of a peer service."""

@@ -14,6 +14,7 @@ import grpc
 from flame_control.runtime.auth import PUBLIC_METHOD_PREFIXES, Authenticator
 from flame_control.runtime.errors import DomainError, PermissionDenied
 from flame_control.runtime.idempotency import IdempotencyCache
+from flame_control.runtime.metrics import ProcessMetrics
 from flame_control.runtime.service import AccessRules, Principal
 
 log = logging.getLogger("flame.runtime")
@@ -33,9 +34,15 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Wraps every handler of one service."""
 
     def __init__(
-        self, service_name: str, access: AccessRules, authenticator: Authenticator, idempotency: IdempotencyCache
+        self,
+        service_name: str,
+        access: AccessRules,
+        authenticator: Authenticator,
+        idempotency: IdempotencyCache,
+        metrics: ProcessMetrics | None = None,
     ) -> None:
         self.service_name = service_name
+        self.metrics = metrics
         self.access = access
         self.authenticator = authenticator
         self.idempotency = idempotency
@@ -60,7 +67,11 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         return principal
 
     def log_call(self, method: str, principal: Principal | None, code: str, started: float) -> None:
-        """One access-log line per call (no request contents: they may hold personal data)."""
+        """One access-log line and one metrics observation per call (no request contents: they may hold personal
+        data)."""
+        seconds = time.perf_counter() - started
+        if self.metrics is not None:
+            self.metrics.observe_rpc(self.service_name, method.rsplit("/", 1)[-1], code, seconds)
         log.info(
             "rpc",
             extra={
@@ -68,7 +79,7 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                     "method": method,
                     "subject": principal.subject if principal else "-",
                     "code": code,
-                    "ms": f"{(time.perf_counter() - started) * 1000:.2f}",
+                    "ms": f"{seconds * 1000:.2f}",
                 }
             },
         )

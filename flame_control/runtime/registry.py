@@ -22,3 +22,12 @@ DEFAULT_PORTS: dict[str, int] = {
 
 #: Services `flame up` starts (the NAP agent runs on each edge node through `flame-nap`).
 CONTROL_PLANE: tuple[str, ...] = ("orchestrator", "sfemc", "pce", "clmc")
+
+#: Default Prometheus ``/metrics`` port of a process, by the first service it runs (docs/operator-guide.md).
+DEFAULT_METRICS_PORTS: dict[str, int] = {
+    "orchestrator": 9451,
+    "sfemc": 9452,
+    "pce": 9453,
+    "clmc": 9454,
+    "nap": 9460,
+}

@@ -1,6 +1,7 @@
 """The one server bootstrap: every FLAME service is served by :class:`ServiceHost` on its own port, with gRPC health
-and server reflection always on, TLS/mTLS and bearer-token roles from config, the runtime interceptor, and graceful
-shutdown (health NOT_SERVING first, then drain in-flight calls for ``shutdown_grace_s``)."""
+and server reflection always on, TLS/mTLS and bearer-token roles from config, the runtime interceptor, Prometheus
+metrics, and graceful shutdown: health NOT_SERVING first while every call is still answered for ``shutdown_drain_s``
+(probes and load balancers see it), then in-flight calls get ``shutdown_grace_s`` to finish."""
 
 from __future__ import annotations
 
@@ -14,15 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from grpc_health.v1 import _async as health_aio  # the module behind health.aio
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from flame_control.runtime import auth
 from flame_control.runtime.config import FlameConfig
+from flame_control.runtime.health import HealthReporter, ReasonedHealth
 from flame_control.runtime.idempotency import IdempotencyCache
 from flame_control.runtime.interceptor import RuntimeInterceptor
-from flame_control.runtime.registry import SERVICE_MODULES
+from flame_control.runtime.metrics import ProcessMetrics
+from flame_control.runtime.registry import DEFAULT_METRICS_PORTS, SERVICE_MODULES
 from flame_control.runtime.service import ServiceContext, ServiceSpec
 from flame_control.runtime.startup import StartupError, check_port_free, os_error_line
 
@@ -92,8 +94,9 @@ def open_channel(config: FlameConfig, target: str, token: str | None = None) -> 
 class _Running:
     spec: ServiceSpec
     server: grpc.aio.Server
-    health: health_aio.HealthServicer
+    health: ReasonedHealth
     port: int
+    reporter: HealthReporter | None = None
 
 
 @dataclass
@@ -111,6 +114,7 @@ class ServiceHost:
         auth.install(self.authenticator)
         self.idempotency = IdempotencyCache(self.clock)
         self._token = auth.client_token(self.config.auth)
+        self.metrics = ProcessMetrics()
 
     def channel_to(self, key: str) -> grpc.aio.Channel:
         """A shared channel to a peer service (lazily opened)."""
@@ -142,13 +146,13 @@ class ServiceHost:
 
     async def start_spec(self, key: str, spec: ServiceSpec, port: int) -> int:
         """Serve one spec on ``listen.host:port``; returns the bound port."""
-        interceptor = RuntimeInterceptor(spec.name, spec.access, self.authenticator, self.idempotency)
+        interceptor = RuntimeInterceptor(spec.name, spec.access, self.authenticator, self.idempotency, self.metrics)
         server = grpc.aio.server(
             interceptors=[interceptor],
             options=[("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.so_reuseport", 0)],
         )
         spec.register(spec.servicer, server)
-        health_servicer = health_aio.HealthServicer()
+        health_servicer = ReasonedHealth()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection((spec.name, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         address = f"{self.config.listen.host}:{port}"
@@ -169,9 +173,15 @@ class ServiceHost:
             except BaseException:
                 await server.stop(None)  # not yet in self.running, so stop() would not reach it
                 raise
-        for name in ("", spec.name):
-            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        self.running[key] = _Running(spec, server, health_servicer, bound)
+        running = _Running(spec, server, health_servicer, bound)
+        await health_servicer.report(("", spec.name), None)
+        if spec.health is not None:
+            running.reporter = HealthReporter(health_servicer, ("", spec.name), spec.health)
+            await running.reporter.update()
+            running.reporter.start()
+        if spec.metrics is not None:
+            self.metrics.add(spec.metrics)
+        self.running[key] = running
         log.info("serving", extra={"fields": {"service": spec.name, "address": f"{self.config.listen.host}:{bound}"}})
         return int(bound)
 
@@ -189,12 +199,39 @@ class ServiceHost:
                 ports[key] = await self.start_spec(key, self.build(key), self.config.listen.port(key))
             except OSError as exc:
                 raise StartupError(f"{key}: {os_error_line(exc)}") from exc
+        self.serve_metrics(list(keys))
         return ports
 
+    def serve_metrics(self, keys: Sequence[str]) -> int | None:
+        """Start the process's ``/metrics`` endpoint as configured; returns its port (None when off)."""
+        cfg = self.config.metrics
+        if not cfg.enabled or not keys:
+            return None
+        explicit = cfg.port is not None
+        port = cfg.port if cfg.port is not None else DEFAULT_METRICS_PORTS.get(keys[0], 0)
+        try:
+            bound = self.metrics.serve(cfg.host, port)
+        except OSError as exc:
+            if explicit:
+                raise OSError(f"metrics: cannot listen on {cfg.host}:{port} ({exc.strerror or exc})") from exc
+            log.warning(
+                "metrics off: default port taken (set metrics.port)",
+                extra={"fields": {"address": f"{cfg.host}:{port}", "error": exc.strerror or str(exc)}},
+            )
+            return None
+        log.info("metrics", extra={"fields": {"address": f"http://{cfg.host}:{bound}/metrics"}})
+        return bound
+
     async def stop(self) -> None:
-        """Graceful shutdown: NOT_SERVING everywhere, drain, run on_stop hooks, close peer channels."""
+        """Graceful shutdown: NOT_SERVING everywhere while still answering for ``shutdown_drain_s``, then in-flight
+        calls get ``shutdown_grace_s``, then on_stop hooks run and peer channels close."""
         for r in self.running.values():
+            if r.reporter is not None:
+                await r.reporter.stop()
             await r.health.enter_graceful_shutdown()
+        if self.running and self.config.shutdown_drain_s > 0:
+            log.info("draining", extra={"fields": {"seconds": self.config.shutdown_drain_s}})
+            await asyncio.sleep(self.config.shutdown_drain_s)
         await asyncio.gather(*(r.server.stop(self.config.shutdown_grace_s) for r in self.running.values()))
         for r in self.running.values():
             if r.spec.on_stop is not None:
@@ -204,6 +241,7 @@ class ServiceHost:
                     log.exception("on_stop of %s failed", r.spec.name)
         for channel in self._channels.values():
             await channel.close(None)
+        self.metrics.close()
         self.running.clear()
         self._channels.clear()
 

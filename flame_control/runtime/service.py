@@ -8,7 +8,7 @@ tokens, health, reflection, error mapping, idempotency, logging, graceful shutdo
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +74,12 @@ class ServiceSpec:
     on_start: Callable[[], Awaitable[None]] | None = None
     #: Called on shutdown after the server stopped accepting calls; awaited.
     on_stop: Callable[[], Awaitable[None]] | None = None
+    #: Readiness beyond "the server listens": returns None when ready, else why not (health NOT_SERVING with that
+    #: reason, e.g. the NAP agent while its PCE session is down). Polled by the runtime; must be cheap.
+    health: Callable[[], str | None] | None = None
+    #: Component metrics read from existing state at scrape time (``flame_control.runtime.metrics``); runs on the
+    #: service's event loop.
+    metrics: Callable[[], Iterable[Any]] | None = None
 
 
 @dataclass

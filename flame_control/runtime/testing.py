@@ -31,7 +31,8 @@ async def running_servers(
 ) -> AsyncIterator[list[str]]:
     """Serve each spec on its own free port with the full runtime; yields their targets in order."""
     spec_list = [specs] if isinstance(specs, ServiceSpec) else list(specs)
-    config = FlameConfig(tls=tls or TlsConfig(), auth=auth or AuthConfig(), shutdown_grace_s=1.0)
+    # No drain period: nothing balances load onto these servers (tests of the drain set it themselves).
+    config = FlameConfig(tls=tls or TlsConfig(), auth=auth or AuthConfig(), shutdown_grace_s=1.0, shutdown_drain_s=0)
     host = ServiceHost(config, settings={})
     targets = []
     try:

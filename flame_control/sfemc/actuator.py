@@ -23,6 +23,7 @@ from flame_control.api.flame.clmc.v1 import model_pb2
 from flame_control.api.flame.nap.v1 import nap_pb2, nap_pb2_grpc
 from flame_control.api.flame.pce.v1 import pce_pb2, pce_pb2_grpc
 from flame_control.sfemc.endpoints import EndpointRecord
+from flame_control.sfemc.metrics import vim_call_histogram
 from flame_control.sfemc.vim_calls import CallTimedOut, VimCalls
 from flame_control.vim.base import InstanceSpec, InstanceStatus, VimDriver, VimError, VimErrorKind
 from flame_control.vim.ports import accepts
@@ -99,6 +100,7 @@ class Actuator:
         self.image_reference = image_reference
         #: Per-VIM pools with per-service slots (issue 14: a hung service cannot starve another).
         self.calls = calls or VimCalls()
+        self.vim_latency = vim_call_histogram()
 
     def _vim(self, rec: EndpointRecord) -> VimDriver:
         vim = self.vims.get(rec.spec.vim)
@@ -120,7 +122,8 @@ class Actuator:
     ) -> T:
         """A blocking VIM call on the VIM's own pool within the endpoint's media service slots (vim_calls)."""
         try:
-            return await self.calls.run(rec.spec.vim, rec.media_service, seconds, fn, *args, probe=probe)
+            with self.vim_latency.labels(what, rec.spec.vim).time():
+                return await self.calls.run(rec.spec.vim, rec.media_service, seconds, fn, *args, probe=probe)
         except CallTimedOut as exc:
             raise StepFailed(model_pb2.FAILURE_CATEGORY_TIMEOUT, f"{what}: {exc}") from exc
         except VimError as exc:

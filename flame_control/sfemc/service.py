@@ -22,7 +22,7 @@ from flame_control.runtime.auth import principal_from_context
 from flame_control.runtime.errors import FieldViolation, InvalidArgument, NotFound, PermissionDenied, Violations
 from flame_control.runtime.service import ALL_ROLES, OPERATORS, AccessRules, Role, ServiceContext, ServiceSpec
 from flame_control.sfemc import images as image_registry
-from flame_control.sfemc import states
+from flame_control.sfemc import metrics, states
 from flame_control.sfemc.actuator import Actuator, Timeouts
 from flame_control.sfemc.clmc_link import ClmcLink, MetricQuery
 from flame_control.sfemc.controller import Controller
@@ -509,6 +509,7 @@ def build(ctx: ServiceContext) -> ServiceSpec:
         ),
         on_start=servicer.start,
         on_stop=servicer.stop,
+        metrics=lambda: metrics.collect(servicer),
     )
 
 

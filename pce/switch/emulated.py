@@ -237,6 +237,8 @@ class EmulatedDriver(asyncio.DatagramProtocol):
         #: Each attached NAP's own fabric port.
         self.sockets: dict[str, _NapSocket] = {}
         self.counters = Counters()
+        #: Rules added or removed so far (the emulated counterpart of the OpenFlow driver's flow-mods).
+        self.flow_mods_sent = 0
         self.port_handler: Callable[[int, int, bool], None] | None = None
         self.transport: asyncio.DatagramTransport | None = None
         self._fabric: Fabric | None = None
@@ -291,6 +293,7 @@ class EmulatedDriver(asyncio.DatagramProtocol):
             changed[dpid] = len(self.installed.pop(dpid))
         self._fabric = None
         self._decisions = {}
+        self.flow_mods_sent += sum(changed.values())
         return changed
 
     def connected(self) -> dict[int, int]:

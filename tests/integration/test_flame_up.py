@@ -49,8 +49,11 @@ def run_grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def flame_stack(procs: ProcessGroup, tmp_path: Path) -> dict[str, int]:
     ports = {key: free_port() for key in SERVICES}
+    # The NAP is SERVING only while its PCE session is up, so the PCE knows it: a topology naming nap-edge-a1.
+    topology = Path(__file__).resolve().parents[2] / "examples" / "topologies" / "flame-integration.yaml"
     sets = [f"--set=listen.ports.{k}={p}" for k, p in ports.items() if k != "nap"] + [
-        "--set=services.pce.emulated_port=0"
+        "--set=services.pce.emulated_port=0",
+        f"--set=services.pce.topology_file={topology}",
     ]
     procs.start(
         "flame-up",
@@ -70,6 +73,7 @@ def flame_stack(procs: ProcessGroup, tmp_path: Path) -> dict[str, int]:
             str(tmp_path / "nap"),
             f"--set=listen.ports.nap={ports['nap']}",
             "--set=services.nap.http_listen=127.0.0.1:0",
+            "--set=services.nap.nap_id=nap-edge-a1",
             f"--set=peers.pce=127.0.0.1:{ports['pce']}",
         ],
         env={"PYTHONUNBUFFERED": "1"},

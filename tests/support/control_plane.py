@@ -19,7 +19,7 @@ from flame_control.api.flame.pce.v1 import pce_pb2_grpc
 from flame_control.api.flame.sfemc.v1 import sfemc_pb2_grpc
 from nap_agent.agent import Settings as NapSettings
 from tests.support.nap_procs import NapProcess
-from tests.support.procs import Proc, ProcessGroup, free_port, port_open
+from tests.support.procs import Proc, ProcessGroup, free_port, port_open, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOGUE = ROOT / "examples" / "infrastructure" / "flame-integration.yaml"
@@ -36,6 +36,8 @@ class ControlPlane:
     emulated_port: int
     config_path: Path
     state_dir: Path
+    #: Port of `flame up`'s Prometheus /metrics endpoint.
+    metrics_port: int = 0
     proc: Proc | None = None
     naps: dict[str, NapProcess] = field(default_factory=dict)
     _channels: dict[str, grpc.Channel] = field(default_factory=dict)
@@ -84,6 +86,26 @@ class ControlPlane:
         self.kill()
         self.start()
 
+    def deploy_vod(self, timeout: float = 90.0) -> None:
+        """Deploy examples/media-services/vod.yaml once the catalogue is applied; wait until it is RUNNING."""
+        from flame_control.api.flame.orchestrator.v1 import orchestrator_pb2 as O
+
+        def ask(fn: Any) -> Any:
+            try:
+                return fn()
+            except grpc.RpcError:
+                return None
+
+        infra = O.GetInfrastructureRequest()
+        sites = lambda: ask(lambda: self.orchestrator.GetInfrastructure(infra, timeout=5).sites)  # noqa: E731
+        wait_for(sites, timeout, 0.2, "catalogue applied")
+        request = O.DeployMediaServiceRequest(request_id=f"deploy-vod-{id(self)}", template=VOD.read_text())
+        self.orchestrator.DeployMediaService(request, timeout=30)
+        get = O.GetMediaServiceRequest(name="vod")
+        running = O.SERVICE_STATUS_RUNNING
+        wait_for(lambda: ask(lambda: self.orchestrator.GetMediaService(get, timeout=5).service.status == running),
+                 timeout, 0.2, "vod RUNNING")  # fmt: skip
+
     def stop(self) -> int:
         assert self.proc is not None
         for ch in self._channels.values():
@@ -118,12 +140,13 @@ def start_control_plane(
     emulated = free_port()
     work = group.workdir / "control-plane"
     work.mkdir(parents=True, exist_ok=True)
-    cp = ControlPlane(group, ports, emulated, work / "config.json", work / "state")
+    cp = ControlPlane(group, ports, emulated, work / "config.json", work / "state", metrics_port=free_port())
     for nap_id in naps:
         cp.add_nap(nap_id)
     config: dict[str, Any] = {
         "state_dir": str(cp.state_dir),
         "listen": {"ports": ports},
+        "metrics": {"port": cp.metrics_port},
         "services": {
             "pce": {"emulated_port": emulated},
             "sfemc": {

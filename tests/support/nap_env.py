@@ -59,7 +59,7 @@ class Env:
         servicer = PceServicer(core, driver=driver)
         driver.topology = lambda: core.topology
         spec = ServiceSpec("flame.pce.v1.PceService", servicer, pce_pb2_grpc.add_PceServiceServicer_to_server, ACCESS)
-        host = ServiceHost(FlameConfig(shutdown_grace_s=1.0), settings={})
+        host = ServiceHost(FlameConfig(shutdown_grace_s=1.0, shutdown_drain_s=0), settings={})
         await host.start_spec("pce", spec, int(self.pce_target.rsplit(":", 1)[1]))
         self.hosts.append(host)
         self.pce = servicer
@@ -137,7 +137,7 @@ async def emulated_edge(
         )
     )
     # The fabric is closed once at the very end (not when a killed PCE's server stops): on_stop runs last, below.
-    host = ServiceHost(FlameConfig(shutdown_grace_s=1.0), settings={})
+    host = ServiceHost(FlameConfig(shutdown_grace_s=1.0, shutdown_drain_s=0), settings={})
     target = f"127.0.0.1:{await host.start_spec('pce', dataclasses.replace(spec, on_stop=None), 0)}"
     servicer: Any = spec.servicer
     env = Env(target, servicer, hosts=[host])

@@ -24,8 +24,11 @@ class NapProcess:
         settings = settings.model_copy(update={"status_file": str(self.status_path)})
         #: Port of the agent's admin gRPC service (NapAgentService).
         self.admin_port = free_port()
+        #: Port of the agent's Prometheus /metrics endpoint.
+        self.metrics_port = free_port()
         config = {
             "listen": {"ports": {"nap": self.admin_port}},
+            "metrics": {"port": self.metrics_port},
             "services": {"nap": settings.model_dump(mode="json")},
         }
         path = work / "config.json"

@@ -100,7 +100,7 @@ def test_clmc_down_keeps_points_until_it_is_back(tmp_path: Path) -> None:
                 from flame_control.runtime.config import FlameConfig
                 from flame_control.runtime.server import ServiceHost
 
-                host = ServiceHost(FlameConfig(shutdown_grace_s=1.0), settings={})
+                host = ServiceHost(FlameConfig(shutdown_grace_s=1.0, shutdown_drain_s=0), settings={})
                 await host.start_spec("clmc", clmc_spec(clmc_dir(tmp_path)), port)
                 try:
                     async with asyncio.timeout(15):
