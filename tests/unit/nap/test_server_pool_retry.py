@@ -31,22 +31,38 @@ async def one_response_per_connection(close_after_s: float) -> tuple[asyncio.Ser
     return await asyncio.start_server(handle, "127.0.0.1", 0), served
 
 
+class Collect:
+    """An upstream.Out that keeps the response body."""
+
+    def __init__(self) -> None:
+        self.body: list[bytes] = []
+        self.heads: list[bytes] = []
+
+    async def informational(self, raw: bytes) -> None:
+        self.heads.append(raw)
+
+    async def start(self, head: http1.Head, raw: bytes) -> None:
+        self.heads.append(raw)
+
+    async def data(self, data: bytes) -> None:
+        self.body.append(data)
+
+
 async def replay(side: ServerSide, port: int, request: bytes) -> bytes:
-    head = http1.parse_head(request.split(b"\r\n\r\n")[0] + b"\r\n\r\n", request=True)
-    framing = http1.body_framing(head, request=True)
-    body = asyncio.StreamReader()
-    body.feed_data(request.split(b"\r\n\r\n", 1)[1])
-    body.feed_eof()
-    got: list[bytes] = []
+    incoming = http1.Incoming(_reader(request), http1.Parser(request=True))
+    head = await incoming.next()
+    assert isinstance(head, http1.Head)
+    out = Collect()
+    raw = http1.request_head(head, head.target, "vod.example")
+    await side.pool.exchange(("127.0.0.1", port), raw, head, incoming, out, 5.0, 5.0)
+    return b"".join(out.body)
 
-    async def start(rhead: http1.Head) -> http1.Sink:
-        async def sink(data: bytes) -> None:
-            got.append(data)
 
-        return sink
-
-    await side.replay(("127.0.0.1", port), head, head.target, framing, body, start)
-    return b"".join(got)
+def _reader(data: bytes) -> asyncio.StreamReader:
+    reader = asyncio.StreamReader()
+    reader.feed_data(data)
+    reader.feed_eof()
+    return reader
 
 
 def server_side() -> ServerSide:
@@ -62,7 +78,7 @@ def test_a_stale_pooled_connection_is_replayed_on_a_fresh_one() -> None:
         async with server:
             assert await replay(side, port, get) == BODY
             # the pooled connection still looks alive; the endpoint closes it without answering
-            assert len(side.pool[("127.0.0.1", port)]) == 1
+            assert len(side.pool.idle[("127.0.0.1", port)]) == 1
             assert await replay(side, port, get) == BODY
             await asyncio.sleep(0.3)  # now the close has arrived: the pool check alone drops it
             assert await replay(side, port, get) == BODY
