@@ -288,7 +288,10 @@ class Parser:
 
 # -- writing --------------------------------------------------------------------------------------------------------
 def _fields(head: Head, extra: Iterable[tuple[str, str]], keep: frozenset[str] = frozenset()) -> list[str]:
+    """The head's end-to-end fields, then ``extra``: a field the head has already (Via) gets the new value appended."""
     named = {t for t in head.tokens("connection")} - keep
+    extra = [(k, ", ".join([*head.values(k), v])) for k, v in extra]
+    named |= {k.lower() for k, _ in extra}
     lines = [
         f"{k}: {v}"
         for k, v in head.headers
@@ -346,7 +349,7 @@ def request_destination(head: Head) -> tuple[str, str, str]:
     if len(host_field) > 1:
         raise HttpError(400, "more than one Host field")
     if head.method == "CONNECT":
-        authority, target = target, ""
+        authority = target
     elif target.startswith(("http://", "https://")):
         rest = target.split("://", 1)[1]
         authority, slash, path = rest.partition("/")

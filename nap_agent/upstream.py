@@ -170,6 +170,7 @@ class Pool:
         conn.writer.write(raw_head)
         result = Result()
         upload: asyncio.Task[int] | None = None
+        relay: asyncio.Future[tuple[http1.Head, bool, bytes]] | None = None
         if head.framing != "none":
 
             async def to_endpoint(data: bytes) -> None:
@@ -208,10 +209,11 @@ class Pool:
             reusable = complete and not rest and body_done and final.keep_alive and not head.upgrade
             return result, reusable
         finally:
-            if upload is not None and not upload.done():
-                upload.cancel()
-                with contextlib.suppress(BaseException):
-                    await upload
+            for task in (upload, relay):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
 
     async def _relay(
         self,

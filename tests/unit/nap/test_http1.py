@@ -146,7 +146,7 @@ def test_issue12_one_routing_rule_absolute_form_wins_and_host_must_agree() -> No
     assert http1.request_destination(head_of(b"CONNECT vod.example:443 HTTP/1.1\r\nHost: vod.example:443\r\n\r\n")) == (
         "vod.example",
         "vod.example:443",
-        "",
+        "vod.example:443",
     )
 
 
