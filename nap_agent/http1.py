@@ -301,6 +301,8 @@ def _fields(head: Head, extra: Iterable[tuple[str, str]], keep: frozenset[str] =
         lines.append("Transfer-Encoding: chunked")
     elif head.framing == "length":
         lines.append(f"Content-Length: {head.length}")
+    elif head.status and head.get("content-length") is not None:
+        lines.append(f"Content-Length: {head.get('content-length')}")  # a HEAD's or 304's: the GET's length
     lines += [f"{k}: {v}" for k, v in extra]
     return lines
 

@@ -6,8 +6,8 @@ server. Each runs in its own process and prints ``{"port": N}`` when listening.
 Routes of the HTTP origin (bodies are deterministic so every client can check what the origin produced for its exact
 request, see :func:`expected`):
     GET  /bytes/<n>[?delay=ms]    n bytes (tests.support.origin.body), single byte Ranges answered with 206
-    GET  /who[?delay=ms&cc=...&vary=...]   who asked: Cookie, Authorization and the fields named in vary, as the body;
-                                  ``cc`` becomes Cache-Control, ``vary`` becomes Vary
+    GET  /who[?delay=ms&cc=...&vary=...]   who asked: Cookie, Authorization (not when ``cc`` says public) and the
+                                  fields named in vary, as the body; ``cc`` becomes Cache-Control, ``vary`` Vary
     GET  /early                   103 Early Hints, then 200 "after hints"
     POST /upload                  sha256 and length of the request body (http.server answers Expect: 100-continue)
     GET  /headers                 the request head as JSON (Via, Forwarded, X-Forwarded-For checks)
@@ -90,7 +90,12 @@ class Handler(BaseHTTPRequestHandler):
             fields = {"Cache-Control": q["cc"]} if "cc" in q else {}
             if vary:
                 fields["Vary"] = ", ".join(vary)
-            data = who_body(self.headers.get("Cookie", ""), self.headers.get("Authorization", ""), varied)
+            # an honest origin: a response it marks public says nothing personal
+            personal = "public" not in q.get("cc", "")
+            cookie, auth = (
+                (self.headers.get("Cookie", ""), self.headers.get("Authorization", "")) if personal else ("", "")
+            )
+            data = who_body(cookie, auth, varied)
             self._send(200, data, fields)
         elif parts[0] == "early":
             self.wfile.write(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n")
