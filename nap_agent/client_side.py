@@ -444,6 +444,9 @@ class ClientSide:
         self._track()
         self.counters.connections += 1
         try:
+            if len(self._conns) > self.s.max_connections:
+                self.counters.refused_connections += 1
+                return
             try:
                 head = await asyncio.wait_for(reader.readexactly(5), self.s.header_timeout_s)
                 length = sni.record_length(head)
