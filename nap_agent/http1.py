@@ -141,6 +141,7 @@ class Parser:
         self._in_body = False
         self._upgraded = False
         self._closed_after = False
+        self._broken = False
         self._pending = bytearray()  # head_only: bytes of the head not yet complete
 
     # -- llhttp callbacks ---------------------------------------------------------------------------------------------
@@ -234,7 +235,10 @@ class Parser:
                 raise cause from None
             raise HttpError(self._bad, f"malformed message: {exc}") from None
         except httptools.HttpParserError as exc:
-            if not self._closed_after:  # bytes after a message that closes the connection are simply not read
+            # bytes after a message that closes the connection are simply not read; garbage after a complete message
+            # leaves it complete but the connection unusable (``idle`` stays False)
+            self._broken = True
+            if not self._closed_after and END not in self._events:
                 raise HttpError(self._bad, f"malformed message: {exc}") from None
         if in_head and self._head is not None and self._in_head:
             self._count(len(data))  # a field still in llhttp's hands: bounded by what was fed meanwhile
@@ -264,6 +268,7 @@ class Parser:
             final = next((e for e in events if isinstance(e, Head) and not e.informational), None)
             if final is not None:
                 self._upgraded = True
+                self._head = None  # llhttp still waits for a body that HEAD/CONNECT answers do not have
                 out.append(END if final.status != 101 else Upgrade(b""))
                 if pending:
                     out.append(Upgrade(bytes(pending)))
@@ -282,8 +287,8 @@ class Parser:
 
     @property
     def idle(self) -> bool:
-        """No message started (a clean place for the peer to close)."""
-        return self._head is None and not self._pending
+        """No message started and nothing malformed seen (a clean place for the peer to close, or to reuse)."""
+        return self._head is None and not self._pending and not self._broken
 
 
 # -- writing --------------------------------------------------------------------------------------------------------
@@ -432,6 +437,11 @@ class Incoming:
         ev = self._queue[self._at]
         self._at += 1
         return ev
+
+    @property
+    def drained(self) -> bool:
+        """Every event handed out and the parser between messages: nothing after the last message."""
+        return self._at >= len(self._queue) and self.parser.idle
 
     def pending(self) -> bytes:
         """Bytes already read but not yet handed out as events, after an Upgrade (the tunnel's first bytes)."""

@@ -224,8 +224,8 @@ class Pool:
         result: Result,
         uploading: Callable[[], bool] = lambda: False,
     ) -> tuple[http1.Head, bool, bytes]:
-        """Relay 1xx heads, the final head and its body; (final head, complete, bytes after it). The response timeout
-        runs from the end of the request body (a slow upload has its own timeout)."""
+        """Relay 1xx heads, the final head and its body; (final head, nothing after it, bytes after it). The response
+        timeout runs from the end of the request body (a slow upload has its own timeout)."""
         while True:
             try:
                 ev = await within(timeout, response.next())
@@ -255,13 +255,14 @@ class Pool:
             if isinstance(ev, http1.Body):
                 data = http1.encode_body(final, ev.data)
             elif isinstance(ev, http1.Upgrade):
-                return final, True, ev.rest + response.pending()
+                return final, False, ev.rest + response.pending()
             elif ev is http1.END:
                 data = http1.end_of_body(final)
                 if data:
                     result.sent += len(data)
                     await out.data(data)
-                return final, True, response.pending()
+                # anything after the response (bytes, a malformed rest): this connection is not reused
+                return final, response.drained, response.pending()
             else:
                 raise UpstreamError("a second response head")
             result.sent += len(data)

@@ -107,3 +107,39 @@ def test_a_request_with_a_body_is_not_replayed() -> None:
         assert side.upstream_errors == 1
 
     asyncio.run(scenario())
+
+
+async def scripted(answer: bytes) -> tuple[asyncio.Server, list[int]]:
+    """An endpoint that reads one request head and writes ``answer`` (then keeps the connection open)."""
+    served: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            served.append(1)
+            writer.write(answer)
+            await writer.drain()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0), served
+
+
+def test_issue12_a_connection_is_pooled_only_after_a_complete_well_framed_response() -> None:
+    async def scenario() -> None:
+        get = b"GET / HTTP/1.1\r\nHost: vod.example\r\n\r\n"
+        for answer, pooled in (
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", True),
+            (b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", True),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n", False),  # bytes after it
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok", False),
+        ):
+            server, _ = await scripted(answer)
+            port = server.sockets[0].getsockname()[1]
+            side = server_side()
+            async with server:
+                assert await replay(side, port, get) == b"ok"
+            assert len(side.pool.idle.get(("127.0.0.1", port), [])) == (1 if pooled else 0), answer
+
+    asyncio.run(scenario())
