@@ -25,9 +25,10 @@ from dataclasses import dataclass
 
 from flame_control.icn import cid as cidlib
 from flame_control.icn import frame as fr
-from nap_agent import http1, sni
+from nap_agent import http1
 from nap_agent.access_log import AccessLine, status_of
 from nap_agent.aio import within
+from nap_agent.client_tls import tls_conn
 from nap_agent.dataplane import NOT_SERVED_HERE, ClientExchange, DataPlane
 from nap_agent.monitoring import HttpStats
 from nap_agent.netns import listening_socket
@@ -439,83 +440,5 @@ class ClientSide:
             return False, sent  # mid-body: the only honest signal left is closing the connection
         return True, sent
 
-    # -- TLS by SNI (SFR-19) --------------------------------------------------------------------------------------
     async def _tls_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._track()
-        self.counters.connections += 1
-        try:
-            if len(self._conns) > self.s.max_connections:
-                self.counters.refused_connections += 1
-                return
-            try:
-                head = await asyncio.wait_for(reader.readexactly(5), self.s.header_timeout_s)
-                length = sni.record_length(head)
-                if length > sni.MAX_HELLO:
-                    raise sni.SniError("ClientHello too large")
-                record = head + await asyncio.wait_for(reader.readexactly(length), self.s.header_timeout_s)
-                name = sni.server_name(record)
-            except (TimeoutError, asyncio.IncompleteReadError, sni.SniError):
-                return
-            route = self.choose(name, tls=True)
-            if route is None:
-                return
-            if not isinstance(route, Route):
-                await self._local_tunnel(route, record, reader, writer)
-                return
-            ex = self.dp.open(
-                route, fr.FrameType.TUNNEL_UP, cidlib.http_cid(name), cidlib.response_cid(name, "TLS", "")
-            )
-            ex.up.write(name.encode() + b"\n" + record, flush=True)
-
-            async def up() -> None:
-                while data := await reader.read(1 << 16):
-                    ex.up.write(data, flush=True)
-                    await ex.up.drain()
-                ex.up.write(b"", fin=True)
-
-            async def down() -> None:
-                while data := await ex.buffer.read(1 << 16):
-                    writer.write(data)
-                    await writer.drain()
-                with contextlib.suppress(OSError):
-                    writer.write_eof()
-
-            try:
-                await asyncio.gather(up(), down())
-            except (ConnectionError, asyncio.IncompleteReadError):
-                pass
-            finally:
-                self.dp.close(ex, abort=None if ex.buffer.at_eof() else "client closed")
-        finally:
-            writer.close()
-
-    async def _local_tunnel(
-        self,
-        endpoint: tuple[str, int],
-        record: bytes,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-    ) -> None:
-        """TLS for an FQDN this NAP fronts: the raw bytes go straight to its local ``tls_endpoint`` (no keys here);
-        an endpoint that cannot be reached closes the connection without anything forwarded."""
-        assert self.local is not None
-        self.counters.local_tunnels += 1
-        try:
-            up_reader, up_writer = await self.local.connect(endpoint)
-        except (OSError, TimeoutError):
-            return
-        up_writer.write(record)
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            while data := await src.read(1 << 16):
-                dst.write(data)
-                await dst.drain()
-            with contextlib.suppress(OSError):
-                dst.write_eof()
-
-        try:
-            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            up_writer.close()
+        await tls_conn(self, reader, writer)
