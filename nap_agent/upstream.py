@@ -55,6 +55,25 @@ Sink = Callable[[bytes], Awaitable[None]]
 Connect = Callable[[tuple[str, int]], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 
 
+class _Watch:
+    """An :class:`Out` that remembers whether anything went out (after that, errors cannot become error responses)."""
+
+    def __init__(self, out: Out) -> None:
+        self.out = out
+        self.started = False
+
+    async def informational(self, raw: bytes) -> None:
+        self.started = True
+        await self.out.informational(raw)
+
+    async def start(self, head: http1.Head, raw: bytes) -> None:
+        self.started = True
+        await self.out.start(head, raw)
+
+    async def data(self, data: bytes) -> None:
+        await self.out.data(data)
+
+
 class Pool:
     """Idle keep-alive connections per endpoint."""
 
@@ -115,34 +134,19 @@ class Pool:
                 self.errors += 1
                 raise http1.HttpError(502, f"local endpoint {endpoint[0]}:{endpoint[1]}: {exc}") from None
             replayable = conn.reused and head.framing == "none" and not head.upgrade
-            started = False
-
-            class Watch:
-                async def informational(self, raw: bytes) -> None:
-                    nonlocal started
-                    started = True
-                    await out.informational(raw)
-
-                async def start(self, h: http1.Head, raw: bytes) -> None:
-                    nonlocal started
-                    started = True
-                    await out.start(h, raw)
-
-                async def data(self, data: bytes) -> None:
-                    await out.data(data)
-
+            watch = _Watch(out)
             reusable = False
             try:
                 result, reusable = await self._once(
-                    conn, raw_head, head, request, Watch(), response_timeout_s, body_timeout_s, max_body
+                    conn, raw_head, head, request, watch, response_timeout_s, body_timeout_s, max_body
                 )
                 return result
             except (ConnectionError, http1.HttpError) as exc:
-                if replayable and not started and (isinstance(exc, ConnectionError) or "closed" in str(exc)):
+                if replayable and not watch.started and (isinstance(exc, ConnectionError) or "closed" in str(exc)):
                     fresh = True
                     continue
                 self.errors += 1
-                if started:
+                if watch.started:
                     raise UpstreamError(str(exc)) from None
                 if isinstance(exc, ConnectionError):
                     raise http1.HttpError(502, f"local endpoint: {exc!r}") from None
