@@ -191,6 +191,9 @@ class ServerSide:
             await self._fetch(group, endpoint, authority, target, request)
         finally:
             self.close_group(group)
+            for m in group.joiners:  # e.g. the fetcher was cancelled before its fetch: they fetch on their own
+                if not m.decision.done():
+                    m.decision.set_result(False)
 
     def close_group(self, group: _Group) -> None:
         if group.key is not None and self.pending.get(group.key) is group:
