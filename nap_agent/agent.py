@@ -25,6 +25,7 @@ from nap_agent.fabric_port import EmulatedPort, FabricPort, RawPort, payload_siz
 from nap_agent.ip_over_icn import IpOverIcn
 from nap_agent.monitoring import Reporter
 from nap_agent.pce_link import PceLink
+from nap_agent.proxy_settings import HttpProxySettings
 from nap_agent.routes import RouteTable
 from nap_agent.server_side import ServerSettings, ServerSide
 from nap_agent.transport import TransportSettings
@@ -89,6 +90,8 @@ class Settings(BaseModel):
     #: Client side: request-head timeout (slowloris guard) and response timeout (504 after it).
     header_timeout_s: float = 10.0
     response_timeout_s: float = 30.0
+    #: HTTP proxy limits (connections, body size and timeouts, CONNECT, access log).
+    http: HttpProxySettings = HttpProxySettings()
     #: Server side: hold a new cacheable fetch this long to collect identical requests (coincidental multicast).
     coalesce_window_s: float = 0.0
     #: Event loop of the `flame-nap` process: "auto" (uvloop when installed), "uvloop" or "asyncio".
@@ -133,12 +136,26 @@ class NapAgent:
             settings.max_server_exchanges, settings.max_exchanges_per_source, settings.max_unverified_active
         )
         self.dp = DataPlane(settings.nap_id, self._send, transport, limits=limits)
+        http = settings.http
         self.server = ServerSide(
-            self.dp, self._endpoint, ServerSettings(coalesce_window_s=settings.coalesce_window_s), settings.netns
+            self.dp,
+            self._endpoint,
+            ServerSettings(coalesce_window_s=settings.coalesce_window_s, via=settings.nap_id),
+            settings.netns,
         )
         self.client = ClientSide(
             self.dp,
-            ClientSettings(header_timeout_s=settings.header_timeout_s, response_timeout_s=settings.response_timeout_s),
+            ClientSettings(
+                header_timeout_s=settings.header_timeout_s,
+                response_timeout_s=settings.response_timeout_s,
+                idle_timeout_s=http.idle_timeout_s,
+                body_timeout_s=http.body_timeout_s,
+                max_body=http.max_body_bytes,
+                max_connections=http.max_connections,
+                connect_method=http.connect,
+                via=settings.nap_id,
+                access_log=http.access_log,
+            ),
             settings.netns,
             local=self.server,
         )

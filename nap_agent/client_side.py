@@ -20,17 +20,21 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from flame_control.icn import cid as cidlib
 from flame_control.icn import frame as fr
-from nap_agent import http1, sni
+from nap_agent import http1
+from nap_agent.access_log import AccessLine, status_of
 from nap_agent.aio import within
+from nap_agent.client_tls import tls_conn
 from nap_agent.dataplane import NOT_SERVED_HERE, ClientExchange, DataPlane
 from nap_agent.monitoring import HttpStats
 from nap_agent.netns import listening_socket
 from nap_agent.routes import Route
-from nap_agent.server_side import ServerSide, replay_error
+from nap_agent.server_side import CONNECTED, ServerSide
+from nap_agent.upstream import Conn, UpstreamError, UserOut, send_body, tunnel
 
 log = logging.getLogger("flame.nap.client")
 
@@ -47,8 +51,19 @@ class ClientSettings:
     idle_timeout_s: float = 60.0
     #: From request sent to the first response byte.
     response_timeout_s: float = 30.0
-    #: Largest request body accepted (uploads).
+    #: Largest piece-to-piece gap of a request body (slow uploads are cut with 408 when nothing was answered yet).
+    body_timeout_s: float = 30.0
+    #: Largest request body accepted (uploads): a larger Content-Length is refused before anything is forwarded, a
+    #: chunked body is cut at the limit.
     max_body: int = 1 << 30
+    #: Concurrent user connections (HTTP and TLS); more are answered 503 and closed.
+    max_connections: int = 10000
+    #: CONNECT requests: "refuse" (405) or "tunnel" (a byte tunnel to the FQDN's endpoint through its server NAP).
+    connect_method: str = "refuse"
+    #: This NAP's name in the Via field it adds.
+    via: str = "flame-nap"
+    #: One access-log line per request (logger ``flame.nap.access``).
+    access_log: bool = True
 
 
 @dataclass
@@ -60,6 +75,7 @@ class ClientCounters:
     errors_502: int = 0
     errors_504: int = 0
     errors_4xx: int = 0
+    refused_connections: int = 0
     #: Requests (and TLS connections) served by this NAP's own local endpoint, without the fabric.
     local_requests: int = 0
     local_tunnels: int = 0
@@ -131,13 +147,20 @@ class ClientSide:
         self._track()
         self.counters.connections += 1
         try:
+            if len(self._conns) > self.s.max_connections:
+                self.counters.refused_connections += 1
+                await self._error(writer, 503, "too many connections at this NAP")
+                return
+            peer = writer.get_extra_info("peername")
+            client = str(peer[0]) if isinstance(peer, tuple) else ""
+            request = http1.Incoming(reader, http1.Parser(request=True))
             first = True
             while True:
                 timeout = self.s.header_timeout_s if first else self.s.idle_timeout_s
                 try:
-                    head = await within(timeout, http1.read_head(reader, request=True))
+                    head = await within(timeout, request.next())
                 except TimeoutError:
-                    if first:
+                    if first or not request.parser.idle:
                         await self._error(writer, 408, "request head not received in time")
                     return
                 except http1.HttpError as err:
@@ -145,8 +168,13 @@ class ClientSide:
                     return
                 if head is None:
                     return
+                if head is http1.END:
+                    continue  # the end of a request without a body
+                if not isinstance(head, http1.Head):
+                    await self._error(writer, 400, "malformed request")
+                    return
                 first = False
-                if not await self._one_request(head, reader, writer):
+                if not await self._one_request(head, request, writer, client):
                     return
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
@@ -164,26 +192,60 @@ class ClientSide:
             writer.write(http1.error_response(status, message, close=True))
             await writer.drain()
 
-    async def _one_request(self, head: http1.Head, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    def _forwarding(self, head: http1.Head, client: str, authority: str) -> list[tuple[str, str]]:
+        """Via, X-Forwarded-For (appended to the client's own) and Forwarded (RFC 7239) for the origin."""
+        xff = ", ".join([*head.values("x-forwarded-for"), client]) if client else ""
+        head.headers = [(k, v) for k, v in head.headers if k.lower() != "x-forwarded-for"]
+        node = f'"[{client}]"' if ":" in client else client
+        fields = [("Via", f"1.1 {self.s.via}")]
+        if client:
+            fields += [("X-Forwarded-For", xff), ("Forwarded", f"for={node};host={authority};proto=http")]
+        return fields
+
+    async def _one_request(
+        self, head: http1.Head, request: http1.Incoming, writer: asyncio.StreamWriter, client: str
+    ) -> bool:
         """Carry one request and its response; False when the connection must close afterwards."""
         self.counters.requests += 1
+        t0 = time.perf_counter()
+        log_line = AccessLine(client, head.method, head.target)
         try:
-            fqdn, target = http1.request_destination(head)
-            framing = http1.body_framing(head, request=True)
+            keep = await self._dispatch(head, request, writer, client, log_line)
+        finally:
+            log_line.emit(self.s.access_log, time.perf_counter() - t0)
+        return keep
+
+    async def _dispatch(
+        self, head: http1.Head, request: http1.Incoming, writer: asyncio.StreamWriter, client: str, line: AccessLine
+    ) -> bool:
+        t0 = time.perf_counter()
+        try:
+            fqdn, authority, target = http1.request_destination(head)
+            line.host = authority
+            if head.method == "CONNECT" and self.s.connect_method != "tunnel":
+                raise http1.HttpError(405, "CONNECT is not allowed at this NAP (connect_method: refuse)")
+            if head.framing == "length" and head.length > self.s.max_body:
+                raise http1.HttpError(413, f"request body larger than {self.s.max_body} bytes")
         except http1.HttpError as err:
+            line.status = err.status
             await self._error(writer, err.status, err.message)
             return False
-        route = self.choose(fqdn)
-        t0 = time.perf_counter()
+        route = self.choose(fqdn, tls=head.method == "CONNECT" and authority.endswith(":443"))
+        if route is None and head.method == "CONNECT":
+            route = self.choose(fqdn)
         if route is None:
+            line.status = 502
             await self._error(writer, 502, f"no NAP serves {fqdn}")
             self.stats.record(fqdn, time.perf_counter() - t0, 0, 0, True)
             return False
+        raw = http1.request_head(head, target, authority, self._forwarding(head, client, authority))
         if not isinstance(route, Route):
-            return await self._local_request(fqdn, target, head, framing, route, reader, writer, t0)
+            line.upstream = "local"
+            return await self._local_request(fqdn, raw, head, route, request, writer, t0, line)
         refused = {self.dp.nap_id}
         while True:
-            ok, again = await self._remote_request(fqdn, target, head, framing, route, reader, writer, t0, refused)
+            line.upstream = route.server_nap_id
+            ok, again = await self._remote_request(fqdn, raw, head, route, request, writer, t0, refused, line)
             if again is None:
                 return ok
             route = again
@@ -191,120 +253,182 @@ class ClientSide:
     async def _remote_request(
         self,
         fqdn: str,
-        target: str,
+        raw: bytes,
         head: http1.Head,
-        framing: http1.Framing,
         route: Route,
-        reader: asyncio.StreamReader,
+        request: http1.Incoming,
         writer: asyncio.StreamWriter,
         t0: float,
         refused: set[str],
+        line: AccessLine,
     ) -> tuple[bool, Route | None]:
         """One attempt through server NAP ``route``: (keep the connection, None), or (False, the next route) when
         that NAP refused a request without a body because it does not (or no longer) front the FQDN -- its surrogate
         just left and the PCE's new routes are not here yet; it served nothing, so the request goes to the next
-        server NAP rather than becoming a 502."""
+        server NAP rather than becoming a 502.
+
+        The request body goes up while the response comes down (``Expect: 100-continue``: the origin's 100 reaches
+        the client before the body leaves it). An Upgrade or CONNECT keeps the up stream open: the server NAP tunnels
+        only when the origin accepted (101) and drops the bytes otherwise."""
         ex = self.dp.open(
-            route, fr.FrameType.HTTP_REQUEST, cidlib.http_cid(fqdn), cidlib.response_cid(fqdn, head.method, target)
+            route,
+            fr.FrameType.HTTP_REQUEST,
+            cidlib.http_cid(fqdn),
+            cidlib.response_cid(fqdn, head.method, head.target),
         )
+        has_body, tunnel = head.framing != "none", head.upgrade
+        upload: asyncio.Task[None] | None = None
+        failed: list[http1.HttpError] = []
+        body_in = [0]
         try:
-            forwarded = http1.forwarded_head(head, target)
-            body_in = 0
-            ex.up.write(forwarded, fin=framing.kind == "none")
-            if framing.kind != "none":
-
-                async def to_fabric(data: bytes) -> None:
-                    ex.up.write(data)
-                    await ex.up.drain()
-
-                try:
-                    body_in = await http1.relay_body(reader, framing, to_fabric, self.s.max_body)
-                except http1.HttpError as err:
-                    self.dp.close(ex, abort=err.message)
-                    await self._error(writer, err.status, err.message)
-                    return False, None
-                ex.up.write(b"", fin=True)
-            retry = framing.kind == "none"
-            ok, sent = await self._relay_response(ex, writer, retry)
+            ex.up.write(raw, fin=not has_body and not tunnel, flush=has_body or tunnel)
+            if has_body or tunnel:
+                job = self._upload(ex, head, request, tunnel, failed, body_in)
+                upload = asyncio.get_running_loop().create_task(job)
+            uploading = (lambda: not upload.done()) if upload is not None else (lambda: False)
+            ok, sent = await self._relay_response(ex, writer, not has_body and not tunnel, failed, line, uploading)
             if sent == _REFUSED:
                 refused.add(route.server_nap_id)
                 by_fqdn = self.dp.routes.by_fqdn.get(cidlib.normalise_fqdn(fqdn), ())
                 nxt = next((r for r in by_fqdn if r.server_nap_id not in refused), None)
                 if nxt is not None:
                     return False, nxt
-                ok, sent = await self._relay_response(ex, writer)  # nobody else: the refusal becomes the 502
-            self.stats.record(fqdn, time.perf_counter() - t0, len(forwarded) + body_in, sent, sent < 0)
-            return ok and not http1.wants_close(head) and not ex.close_after, None
+                ok, sent = await self._relay_response(ex, writer, False, failed, line)  # nobody else: a 502
+            line.bytes_out = max(sent, 0)
+            line.bytes_in = body_in[0]
+            self.stats.record(fqdn, time.perf_counter() - t0, len(raw) + body_in[0], sent, sent < 0)
+            body_done = upload is None or (upload.done() and not failed and not upload.cancelled())
+            return ok and head.keep_alive and not ex.close_after and body_done and not tunnel, None
         finally:
+            if upload is not None and not upload.done():
+                upload.cancel()
+                with contextlib.suppress(BaseException):
+                    await upload
             self.dp.close(ex, abort=None if ex.buffer.at_eof() else "client NAP gave up")
+
+    async def _upload(
+        self,
+        ex: ClientExchange,
+        head: http1.Head,
+        request: http1.Incoming,
+        tunnel: bool,
+        failed: list[http1.HttpError],
+        body_in: list[int],
+    ) -> None:
+        async def to_fabric(data: bytes) -> None:
+            ex.up.write(data, flush=tunnel)
+            await ex.up.drain()
+
+        try:
+            if tunnel:
+                data = request.pending()
+                while True:
+                    if data:
+                        body_in[0] += len(data)
+                        await to_fabric(data)
+                    data = await request.reader.read(1 << 16)
+                    if not data:
+                        break
+            else:
+                body_in[0] = await send_body(request, head, to_fabric, self.s.body_timeout_s, self.s.max_body)
+            if not ex.up.fin:
+                ex.up.write(b"", fin=True)
+        except http1.HttpError as err:
+            failed.append(err)  # nothing past the error is forwarded; the server NAP drops the exchange
+            self.dp.close(ex, abort=err.message)
+            ex.buffer.set_error(ConnectionResetError(err.message))
+        except (ConnectionError, asyncio.IncompleteReadError):
+            ex.buffer.set_error(ConnectionResetError("client closed"))
 
     async def _local_request(
         self,
         fqdn: str,
-        target: str,
+        raw: bytes,
         head: http1.Head,
-        framing: http1.Framing,
         endpoint: tuple[str, int],
-        reader: asyncio.StreamReader,
+        request: http1.Incoming,
         writer: asyncio.StreamWriter,
         t0: float,
+        line: AccessLine,
     ) -> bool:
-        """The user is attached at the NAP that fronts ``fqdn``: replay the request straight to the local endpoint
-        with the server side's code (pooled connections, streamed response, 502/504), and count it in ``nap_http``
-        like any request at this NAP."""
+        """The user is attached at the NAP that fronts ``fqdn``: the request goes straight to the local endpoint with
+        the server side's pool (pooled connections, streamed response, 1xx, Upgrade, 502/504), counted in
+        ``nap_http`` like any request at this NAP."""
         assert self.local is not None
         self.counters.local_requests += 1
-        sent = 0
-
-        async def start(rhead: http1.Head) -> http1.Sink:
-            nonlocal sent
-            writer.write(rhead.raw)
-            sent += len(rhead.raw)
-
-            async def to_user(data: bytes) -> None:
-                nonlocal sent
-                writer.write(data)
-                sent += len(data)
-                await writer.drain()
-
-            return to_user
-
-        forwarded = len(http1.forwarded_head(head, target))
+        out = UserOut(writer, lambda status: setattr(line, "status", status))
         try:
-            body_in, close = await self.local.replay(
-                endpoint, head, target, framing, reader, start, self.s.response_timeout_s, self.s.max_body
+            if head.method == "CONNECT":
+                reader_up, writer_up = await self.local.connect(endpoint)
+                try:
+                    await out.start(http1.Head(status=200), CONNECTED)
+                    await tunnel(request, Conn(reader_up, writer_up), out, b"")
+                finally:
+                    writer_up.close()
+                return False
+            result = await self.local.pool.exchange(
+                endpoint,
+                raw,
+                head,
+                request,
+                out,
+                self.s.response_timeout_s,
+                self.s.body_timeout_s,
+                self.s.max_body,
             )
             await writer.drain()
-        except (http1.HttpError, asyncio.IncompleteReadError, ConnectionError) as exc:
-            if sent:  # mid-body: the only honest signal left is closing the connection
-                self.stats.record(fqdn, time.perf_counter() - t0, forwarded, sent, False)
+        except (http1.HttpError, OSError, TimeoutError) as exc:
+            status, message = (exc.status, exc.message) if isinstance(exc, http1.HttpError) else (502, repr(exc))
+            if out.sent:
                 return False
-            status, message = replay_error(exc)
+            line.status = status
             await self._error(writer, status, message)
-            self.stats.record(fqdn, time.perf_counter() - t0, forwarded, 0, status >= 500)
+            self.stats.record(fqdn, time.perf_counter() - t0, len(raw), 0, status >= 500)
+            return False
+        except UpstreamError:  # mid-response: the only honest signal left is closing the connection
+            self.stats.record(fqdn, time.perf_counter() - t0, len(raw), out.sent, False)
             return False
         self.local.requests_served += 1
-        self.stats.record(fqdn, time.perf_counter() - t0, forwarded + body_in, sent, False)
-        return not close and not http1.wants_close(head)
+        line.bytes_in, line.bytes_out = result.body_in, out.sent
+        self.stats.record(fqdn, time.perf_counter() - t0, len(raw) + result.body_in, out.sent, False)
+        return not result.close and head.keep_alive
 
     async def _relay_response(
-        self, ex: ClientExchange, writer: asyncio.StreamWriter, retry: bool = False
+        self,
+        ex: ClientExchange,
+        writer: asyncio.StreamWriter,
+        retry: bool,
+        failed: list[http1.HttpError],
+        line: AccessLine,
+        uploading: Callable[[], bool] = lambda: False,
     ) -> tuple[bool, int]:
-        """(keep the connection, bytes sent to the client; -1 when the NAP answered with its own 5xx; with ``retry``,
-        _REFUSED and nothing written when the server NAP refused with NOT_SERVED_HERE)."""
-        try:
-            data = await within(self.s.response_timeout_s, ex.buffer.read(1 << 18))
-        except TimeoutError:
-            await self._error(writer, 504, f"no answer from {ex.route.server_nap_id} in time")
-            return False, -1
-        except ConnectionResetError as exc:
-            if retry and str(exc) == NOT_SERVED_HERE:
-                return False, _REFUSED
-            await self._error(writer, 502, f"{ex.route.server_nap_id}: {exc}")
-            return False, -1
+        """(keep the connection, bytes sent to the client; -1 when the NAP answered with its own error; with
+        ``retry``, _REFUSED and nothing written when the server NAP refused with NOT_SERVED_HERE). The response
+        timeout runs from the end of the request body (a slow upload has its own timeout)."""
+        while True:
+            try:
+                data = await within(self.s.response_timeout_s, ex.buffer.read(1 << 18))
+                break
+            except TimeoutError:
+                if uploading():
+                    continue
+                line.status = 504
+                await self._error(writer, 504, f"no answer from {ex.route.server_nap_id} in time")
+                return False, -1
+            except ConnectionResetError as exc:
+                if retry and str(exc) == NOT_SERVED_HERE:
+                    return False, _REFUSED
+                status, message = (
+                    (failed[0].status, failed[0].message) if failed else (502, f"{ex.route.server_nap_id}: {exc}")
+                )
+                line.status = status
+                await self._error(writer, status, message)
+                return False, -1
         if not data:
+            line.status = 502
             await self._error(writer, 502, f"{ex.route.server_nap_id} sent an empty answer")
             return False, -1
+        line.status = status_of(data)
         sent = 0
         try:
             while data:
@@ -316,80 +440,5 @@ class ClientSide:
             return False, sent  # mid-body: the only honest signal left is closing the connection
         return True, sent
 
-    # -- TLS by SNI (SFR-19) --------------------------------------------------------------------------------------
     async def _tls_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._track()
-        self.counters.connections += 1
-        try:
-            try:
-                head = await asyncio.wait_for(reader.readexactly(5), self.s.header_timeout_s)
-                length = sni.record_length(head)
-                if length > sni.MAX_HELLO:
-                    raise sni.SniError("ClientHello too large")
-                record = head + await asyncio.wait_for(reader.readexactly(length), self.s.header_timeout_s)
-                name = sni.server_name(record)
-            except (TimeoutError, asyncio.IncompleteReadError, sni.SniError):
-                return
-            route = self.choose(name, tls=True)
-            if route is None:
-                return
-            if not isinstance(route, Route):
-                await self._local_tunnel(route, record, reader, writer)
-                return
-            ex = self.dp.open(
-                route, fr.FrameType.TUNNEL_UP, cidlib.http_cid(name), cidlib.response_cid(name, "TLS", "")
-            )
-            ex.up.write(name.encode() + b"\n" + record, flush=True)
-
-            async def up() -> None:
-                while data := await reader.read(1 << 16):
-                    ex.up.write(data, flush=True)
-                    await ex.up.drain()
-                ex.up.write(b"", fin=True)
-
-            async def down() -> None:
-                while data := await ex.buffer.read(1 << 16):
-                    writer.write(data)
-                    await writer.drain()
-                with contextlib.suppress(OSError):
-                    writer.write_eof()
-
-            try:
-                await asyncio.gather(up(), down())
-            except (ConnectionError, asyncio.IncompleteReadError):
-                pass
-            finally:
-                self.dp.close(ex, abort=None if ex.buffer.at_eof() else "client closed")
-        finally:
-            writer.close()
-
-    async def _local_tunnel(
-        self,
-        endpoint: tuple[str, int],
-        record: bytes,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-    ) -> None:
-        """TLS for an FQDN this NAP fronts: the raw bytes go straight to its local ``tls_endpoint`` (no keys here);
-        an endpoint that cannot be reached closes the connection without anything forwarded."""
-        assert self.local is not None
-        self.counters.local_tunnels += 1
-        try:
-            up_reader, up_writer = await self.local.connect(endpoint)
-        except (OSError, TimeoutError):
-            return
-        up_writer.write(record)
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            while data := await src.read(1 << 16):
-                dst.write(data)
-                await dst.drain()
-            with contextlib.suppress(OSError):
-                dst.write_eof()
-
-        try:
-            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            up_writer.close()
+        await tls_conn(self, reader, writer)

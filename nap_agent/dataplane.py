@@ -505,6 +505,14 @@ class DataPlane:
             self.counters.multicast_responses += 1
         return stream
 
+    def abort_response(self, stream: SendStream, reason: str) -> None:
+        """A response that cannot be completed (its origin cut it): reset every member, so each client NAP closes its
+        user's connection at once instead of waiting for the rest (issue 12)."""
+        stream.fail(reason)
+        for member, m in stream.members.items():
+            if not m.done:
+                self._reset(m.path[0], m.path[1], member, stream.rcid, reason, down=True)
+
     def finish_server(self, sx: ServerExchange, linger: bool = True) -> None:
         """Forget a server exchange (its answer is done or abandoned; ``linger``: re-acknowledge late duplicates)."""
         if self.server.pop(sx.session, None) is None:

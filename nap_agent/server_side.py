@@ -1,10 +1,14 @@
-"""The server NAP's half of HTTP-over-ICN (SFR-1) and SNI tunnels (SFR-19): replay a client NAP's request to the local
-endpoint over pooled keep-alive connections and stream the response back on a down stream. :meth:`ServerSide.replay` is
-also how the client side serves its own users' requests for FQDNs this NAP fronts (no fabric involved).
+"""The server NAP's half of HTTP-over-ICN (SFR-1) and SNI tunnels (SFR-19): parse a client NAP's request (it came over
+the fabric, so it is validated again), replay it to the local endpoint (nap_agent/upstream.py) and stream the response
+back on a down stream. :attr:`ServerSide.pool` also serves the client side's users attached at this NAP.
 
-Coincidental multicast (KPI F3.5): while a cacheable request (GET/HEAD without a body) for rCID R is being fetched from
-the endpoint, further requests for R from any client NAP join it; the response goes out once, with the OR of their
-FIDs. ``coalesce_window_s`` (default 0) additionally holds a new fetch that long to collect joiners.
+Coincidental multicast (KPI F3.5): while a request that a shared cache could answer (nap_agent/merge_policy.py) is
+being fetched, further requests with the same merge key from any client NAP join it; when the response head arrives,
+the members it may be shared with get it in one down stream with the OR of their FIDs, and the others are fetched on
+their own. ``coalesce_window_s`` (default 0) additionally holds a new fetch that long to collect joiners.
+
+CONNECT (``connect_method: tunnel``) opens a byte tunnel to the FQDN's local endpoint (its ``tls_endpoint`` for port
+443 when there is one); an Upgrade that the endpoint accepts (101) becomes a tunnel the same way.
 """
 
 from __future__ import annotations
@@ -12,16 +16,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from flame_control.icn import cid as cidlib
 from flame_control.icn import frame as fr
-from nap_agent import http1
+from nap_agent import http1, merge_policy
 from nap_agent.aio import within
 from nap_agent.dataplane import DataPlane, ServerExchange
 from nap_agent.netns import tcp_socket
-from nap_agent.transport import Path, SendStream
+from nap_agent.transport import SendStream
+from nap_agent.upstream import Conn, Pool, UpstreamError, tunnel
 
 log = logging.getLogger("flame.nap.server")
 
@@ -31,27 +35,80 @@ class ServerSettings:
     """Timeouts and limits of the server side."""
 
     connect_timeout_s: float = 5.0
-    #: From request sent to the endpoint until its response head.
+    #: From request sent to the endpoint until its response head, and between pieces of the response.
     response_timeout_s: float = 30.0
-    #: The request head must arrive from the client NAP within this.
+    #: The request head must arrive from the client NAP within this, and each piece of its body.
     request_timeout_s: float = 15.0
     coalesce_window_s: float = 0.0
     #: Idle pooled connections kept per endpoint.
     pool_size: int = 32
+    #: This NAP's name in the Via fields it adds.
+    via: str = "flame-nap"
 
 
 @dataclass
-class _Conn:
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-    #: Taken from the pool (it served a response before): the endpoint may have closed it meanwhile.
-    reused: bool = False
+class _Member:
+    sx: ServerExchange
+    head: http1.Head
+    #: Set when the response head is known: True = answered on the group's stream, False = fetch on its own.
+    decision: asyncio.Future[bool]
 
 
 @dataclass
-class _Pending:
-    members: dict[int, Path] = field(default_factory=dict)
-    exchanges: list[ServerExchange] = field(default_factory=list)
+class _Group:
+    fetcher: _Member
+    key: bytes | None
+    joiners: list[_Member] = field(default_factory=list)
+    stream: SendStream | None = None
+
+
+class _FabricOut:
+    """A response going out on one down stream to the group's members (upstream.Out)."""
+
+    def __init__(self, side: ServerSide, group: _Group) -> None:
+        self.side, self.group = side, group
+        self.held: list[bytes] = []
+        self.flush = False
+
+    @property
+    def stream(self) -> SendStream | None:
+        return self.group.stream
+
+    def _open(self, shared: list[_Member]) -> SendStream:
+        members = {m.sx.session: m.sx.reply for m in [self.group.fetcher, *shared]}
+        stream = self.side.dp.respond(members, fr.FrameType.HTTP_RESPONSE, self.group.fetcher.sx.rcid)
+        self.group.stream = stream
+        return stream
+
+    async def informational(self, raw: bytes) -> None:
+        if self.group.key is not None and self.group.stream is None:
+            self.held.append(raw)  # the members are known with the final head
+            return
+        stream = self.group.stream or self._open([])
+        stream.write(raw, flush=True)
+        await stream.drain()
+
+    async def start(self, head: http1.Head, raw: bytes) -> None:
+        group = self.group
+        self.side.close_group(group)
+        shared = []
+        for m in group.joiners:
+            ok = merge_policy.shareable(group.fetcher.head, m.head, head)
+            if ok:
+                shared.append(m)
+            if not m.decision.done():
+                m.decision.set_result(ok)
+        stream = group.stream or self._open(shared)
+        self.flush = head.status == 101 or (200 <= head.status < 300 and group.fetcher.head.method == "CONNECT")
+        stream.write(b"".join(self.held) + raw, flush=self.flush)
+        self.held.clear()
+        await stream.drain()
+
+    async def data(self, data: bytes) -> None:
+        stream = self.group.stream
+        assert stream is not None
+        stream.write(data, flush=self.flush)
+        await stream.drain()
 
 
 class ServerSide:
@@ -68,11 +125,15 @@ class ServerSide:
         self.netns = netns
         self.local = local
         self.s = settings
-        self.pool: dict[tuple[str, int], list[_Conn]] = {}
-        self.pending: dict[bytes, _Pending] = {}
+        self.pool = Pool(self.connect, settings.pool_size, f"1.1 {settings.via}")
+        self.pending: dict[bytes, _Group] = {}
         self.requests_served = 0
-        self.upstream_errors = 0
+        self.tunnels = 0
         dp.on_server_exchange = self._start
+
+    @property
+    def upstream_errors(self) -> int:
+        return self.pool.errors
 
     def _start(self, sx: ServerExchange) -> None:
         handler = self._http if sx.kind is fr.FrameType.HTTP_REQUEST else self._tunnel
@@ -90,161 +151,110 @@ class ServerSide:
 
     # -- HTTP -----------------------------------------------------------------------------------------------------
     async def _http(self, sx: ServerExchange) -> None:
+        request = http1.Incoming(sx.recv.buffer, http1.Parser(request=True))
         try:
-            head = await within(self.s.request_timeout_s, http1.read_head(sx.recv.buffer, request=True))
-            if head is None:
+            head = await within(self.s.request_timeout_s, request.next())
+            if not isinstance(head, http1.Head):
                 return
-            fqdn, target = http1.request_destination(head)
-            endpoint = self.local(fqdn, False)
+            fqdn, authority, target = http1.request_destination(head)
+            endpoint = self.local(fqdn, head.method == "CONNECT" and authority.endswith(":443"))
+            if endpoint is None and head.method == "CONNECT":
+                endpoint = self.local(fqdn, False)
             if endpoint is None:
                 raise http1.HttpError(502, f"no local endpoint for {fqdn} at this NAP")
-            framing = http1.body_framing(head, request=True)
         except TimeoutError:
             await self._answer_error([sx], 408, "request head not received in time")
             return
         except http1.HttpError as err:
             await self._answer_error([sx], err.status, err.message)
             return
-        key = None
-        if head.method in ("GET", "HEAD") and framing.kind == "none":
-            key = cidlib.response_cid(fqdn, head.method, target) + head.method.encode()
+        if head.method == "CONNECT":
+            await self._connect_tunnel(sx, head, endpoint, request)
+            return
+        me = _Member(sx, head, asyncio.get_running_loop().create_future())
+        key = merge_policy.merge_key(fqdn, head)
+        if key is not None:
             joined = self.pending.get(key)
             if joined is not None:
-                joined.members[sx.session] = sx.reply
-                joined.exchanges.append(sx)
-                await self._wait_answered(sx)
-                return
-        group = _Pending({sx.session: sx.reply}, [sx])
+                joined.joiners.append(me)
+                if await me.decision:
+                    if joined.stream is not None:
+                        await joined.stream.finished.wait()
+                    return
+                key = None  # this member may not share the response: fetched on its own
+        group = _Group(me, key)
         if key is not None:
             self.pending[key] = group
             if self.s.coalesce_window_s > 0:
                 await asyncio.sleep(self.s.coalesce_window_s)
         try:
-            await self._fetch(sx, head, target, endpoint, framing, group, key)
+            await self._fetch(group, endpoint, authority, target, request)
         finally:
-            if key is not None and self.pending.get(key) is group:
-                del self.pending[key]
+            self.close_group(group)
+            for m in group.joiners:  # e.g. the fetcher was cancelled before its fetch: they fetch on their own
+                if not m.decision.done():
+                    m.decision.set_result(False)
 
-    async def _wait_answered(self, sx: ServerExchange) -> None:
-        """A joiner waits until the group's response stream is done (the fetcher's task does the work)."""
-        while sx.session in self.dp.server and self.dp.member_group.get(sx.session) is None:
-            await asyncio.sleep(0.01)
-        group = self.dp.member_group.get(sx.session)
-        g = self.dp.groups.get(group) if group is not None else None
-        if g is not None:
-            await g.stream.finished.wait()
+    def close_group(self, group: _Group) -> None:
+        if group.key is not None and self.pending.get(group.key) is group:
+            del self.pending[group.key]
 
     async def _fetch(
-        self,
-        sx: ServerExchange,
-        head: http1.Head,
-        target: str,
-        endpoint: tuple[str, int],
-        framing: http1.Framing,
-        group: _Pending,
-        key: bytes | None,
+        self, group: _Group, endpoint: tuple[str, int], authority: str, target: str, request: http1.Incoming
     ) -> None:
-        stream: SendStream | None = None
-
-        async def start(rhead: http1.Head) -> http1.Sink:
-            nonlocal stream
-            self._close_group(group, key)
-            out = stream = self.dp.respond(dict(group.members), fr.FrameType.HTTP_RESPONSE, sx.rcid)
-            out.write(rhead.raw)
-
-            async def to_fabric(data: bytes) -> None:
-                out.write(data)
-                await out.drain()
-
-            return to_fabric
-
+        head = group.fetcher.head
+        out = _FabricOut(self, group)
+        raw = http1.request_head(head, target, authority, self.pool.via)
         try:
-            _, close = await self.replay(endpoint, head, target, framing, sx.recv.buffer, start)
-        except (http1.HttpError, asyncio.IncompleteReadError, ConnectionError) as exc:
-            self._close_group(group, key)
-            if stream is None and sx.session not in self.dp.member_group:
-                status, message = replay_error(exc)
-                await self._answer_error(group.exchanges, status, message)
+            result = await self.pool.exchange(
+                endpoint, raw, head, request, out, self.s.response_timeout_s, self.s.request_timeout_s
+            )
+        except http1.HttpError as err:
+            if group.stream is None:
+                self.close_group(group)
+                for m in group.joiners:
+                    if not m.decision.done():
+                        m.decision.set_result(False)  # fetched on their own: maybe they fare better
+                await self._answer_error([group.fetcher.sx], err.status, err.message)
+            else:
+                self._abort(group.stream, err.message)
             return
-        assert stream is not None
-        stream.write(b"", fin=True, close=close)
-        self.requests_served += len(group.members)
-        await stream.finished.wait()
+        except UpstreamError as err:
+            if group.stream is not None:
+                self._abort(group.stream, str(err))
+            return
+        finally:
+            for m in group.joiners:
+                if not m.decision.done():
+                    m.decision.set_result(False)
+        assert group.stream is not None
+        group.stream.write(b"", fin=True, close=result.close)
+        self.requests_served += len(group.stream.members)
+        await group.stream.finished.wait()
 
-    async def replay(
-        self,
-        endpoint: tuple[str, int],
-        head: http1.Head,
-        target: str,
-        framing: http1.Framing,
-        body: http1.Reader,
-        start: Callable[[http1.Head], Awaitable[http1.Sink]],
-        response_timeout_s: float | None = None,
-        max_body: int | None = None,
-    ) -> tuple[int, bool]:
-        """Replay one request to a local endpoint over a pooled keep-alive connection and stream its response.
+    def _abort(self, stream: SendStream, reason: str) -> None:
+        """The response cannot be completed: the members' client NAPs cut their users' connections at once."""
+        self.dp.abort_response(stream, f"upstream: {reason}")
 
-        The request body comes from ``body`` (a client NAP's up stream, or the user's own connection when the user is
-        attached at this NAP: nap_agent/client_side.py). ``start(response_head)`` is awaited once the endpoint's head
-        arrived and returns the sink of the response body (raw, chunk framing included). Before ``start``, a failure
-        raises :class:`http1.HttpError` with what the user should get: 502 (endpoint unreachable, or closed without a
-        response), 504 (no response head within ``response_timeout_s``, default the server setting), or the status of
-        a malformed request body; after it, errors end the body (``HttpError``, ``IncompleteReadError`` or
-        ``ConnectionError``) and the caller can only cut its connection. Returns (request body bytes, True when the
-        response was delimited by closing or asked to close).
-
-        A pooled connection the endpoint closed meanwhile (servers that close after each response or after an idle
-        time; the close may not have reached us yet) that ends before any response byte is not an error when the
-        request has no body: it is replayed on the next pooled connection or a fresh one (RFC 9112 section 9.3.1),
-        so the user never sees that race."""
-        while True:
-            try:
-                conn = await self._acquire(endpoint)
-            except (OSError, TimeoutError) as exc:
-                self.upstream_errors += 1
-                raise http1.HttpError(502, f"local endpoint {endpoint[0]}:{endpoint[1]}: {exc}") from None
-            replayable = conn.reused and framing.kind == "none"
-            reusable = False
-            try:
-                conn.writer.write(http1.forwarded_head(head, target))
-
-                async def to_endpoint(data: bytes, conn: _Conn = conn) -> None:
-                    conn.writer.write(data)
-                    await conn.writer.drain()
-
-                body_in = await http1.relay_body(body, framing, to_endpoint, max_body)
-                timeout = self.s.response_timeout_s if response_timeout_s is None else response_timeout_s
-                try:
-                    await conn.writer.drain()
-                    rhead = await within(timeout, http1.read_head(conn.reader, request=False))
-                except TimeoutError:
-                    raise http1.HttpError(504, "local endpoint did not answer in time") from None
-                except ConnectionError:
-                    if replayable:
-                        continue  # a stale pooled connection (finally closes it): once more on a fresh one
-                    raise
-                if rhead is None:
-                    if replayable:
-                        continue
-                    raise http1.HttpError(502, "local endpoint closed the connection without a response")
-                rframing = http1.body_framing(rhead, request=False, request_method=head.method)
-                sink = await start(rhead)
-                await http1.relay_body(conn.reader, rframing, sink)
-                close = rframing.kind == "close" or http1.wants_close(rhead)
-                reusable = not close and not http1.wants_close(head)
-                return body_in, close
-            except (http1.HttpError, asyncio.IncompleteReadError, ConnectionError):
-                self.upstream_errors += 1
-                raise
-            finally:
-                if reusable:
-                    self._release(endpoint, conn)
-                else:
-                    conn.writer.close()
-
-    def _close_group(self, group: _Pending, key: bytes | None) -> None:
-        if key is not None and self.pending.get(key) is group:
-            del self.pending[key]
+    async def _connect_tunnel(
+        self, sx: ServerExchange, head: http1.Head, endpoint: tuple[str, int], request: http1.Incoming
+    ) -> None:
+        try:
+            reader, writer = await self.connect(endpoint)
+        except (OSError, TimeoutError) as exc:
+            await self._answer_error([sx], 502, f"local endpoint {endpoint[0]}:{endpoint[1]}: {exc}")
+            return
+        group = _Group(_Member(sx, head, asyncio.get_running_loop().create_future()), None)
+        out = _FabricOut(self, group)
+        self.tunnels += 1
+        try:
+            await out.start(http1.Head(status=200, reason="Connection Established"), CONNECTED)
+            await tunnel(request, Conn(reader, writer), out, b"")
+        finally:
+            writer.close()
+        assert group.stream is not None
+        group.stream.write(b"", fin=True, close=True)
+        await group.stream.finished.wait()
 
     async def _answer_error(self, exchanges: list[ServerExchange], status: int, message: str) -> None:
         members = {x.session: x.reply for x in exchanges if x.session in self.dp.server}
@@ -254,17 +264,6 @@ class ServerSide:
         stream.write(http1.error_response(status, message, close=True), fin=True, close=True)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stream.finished.wait(), 10)
-
-    async def _acquire(self, endpoint: tuple[str, int]) -> _Conn:
-        idle = self.pool.get(endpoint, [])
-        while idle:
-            conn = idle.pop()
-            if not conn.reader.at_eof() and not conn.writer.is_closing():
-                conn.reused = True
-                return conn
-            conn.writer.close()
-        reader, writer = await self.connect(endpoint)
-        return _Conn(reader, writer)
 
     async def connect(self, endpoint: tuple[str, int]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """A TCP connection to a local endpoint, from the data-plane namespace (``connect_timeout_s``)."""
@@ -279,18 +278,8 @@ class ServerSide:
             raise
         return await asyncio.open_connection(sock=sock)
 
-    def _release(self, endpoint: tuple[str, int], conn: _Conn) -> None:
-        idle = self.pool.setdefault(endpoint, [])
-        if len(idle) < self.s.pool_size:
-            idle.append(conn)
-        else:
-            conn.writer.close()
-
     def close(self) -> None:
-        for idle in self.pool.values():
-            for conn in idle:
-                conn.writer.close()
-        self.pool.clear()
+        self.pool.close()
 
     # -- TLS by SNI (SFR-19) --------------------------------------------------------------------------------------
     async def _tunnel(self, sx: ServerExchange) -> None:
@@ -333,8 +322,5 @@ class ServerSide:
             writer.close()
 
 
-def replay_error(exc: BaseException) -> tuple[int, str]:
-    """The status and message a failed replay (before its response started) answers with."""
-    if isinstance(exc, http1.HttpError):
-        return exc.status, exc.message
-    return 502, f"local endpoint: {exc!r}"
+#: What the NAP answers a CONNECT it tunnels.
+CONNECTED = b"HTTP/1.1 200 Connection Established\r\n\r\n"

@@ -15,7 +15,7 @@ from typing import Any
 
 from flame_control.benchmark import Figure, format_table, result_document, write_json
 
-AREAS = ("pce", "nap", "clmc", "orchestration")
+AREAS = ("pce", "nap", "clmc", "orchestration", "http_parser")
 
 
 def register(sub: Any) -> None:

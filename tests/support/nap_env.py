@@ -173,3 +173,11 @@ async def emulated_edge(
             await spec.on_stop()
         if env.stale_drivers:
             env.pce.driver.close()
+
+
+def start_stdlib_origin(group: ProcessGroup, name: str, websocket: bool = False) -> int:
+    """Start Python's http.server (or, with ``websocket``, a websockets echo server) as an origin; returns its port
+    (tests/support/stdlib_origin.py)."""
+    argv = [sys.executable, "-m", "tests.support.stdlib_origin", *(["--websocket"] if websocket else [])]
+    proc = group.start(name, argv, ready=lambda: "port" in (group.workdir / f"{name}.log").read_text(errors="replace"))
+    return int(json.loads(proc.output().splitlines()[0])["port"])

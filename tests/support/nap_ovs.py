@@ -43,6 +43,8 @@ class OvsEdge:
     def start_origin(self, host: str, name: str, tls: tuple[str, str] | None = None, addr: str = "127.0.0.1") -> int:
         """An origin server process inside ``host``'s namespace; returns its port there."""
         argv = [sys.executable, "-m", "tests.support.origin", "--name", name, "--host", addr]
+        if name.startswith(("stdlib", "websocket")):  # Python's http.server or a websockets server (issue 12)
+            argv = [sys.executable, "-m", "tests.support.stdlib_origin", *(["--websocket"] if name[0] == "w" else [])]
         if tls is not None:
             argv = [sys.executable, "-m", "tests.support.tls_origin", "--cert", tls[0], "--key", tls[1]]
         p = self.bed.popen_in(host, argv)

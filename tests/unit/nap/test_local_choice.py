@@ -115,33 +115,42 @@ def test_replay_maps_a_dead_endpoint_to_502_and_a_silent_one_to_504() -> None:
     async def scenario() -> None:
         dp = DataPlane(ME, lambda frame: None, TransportSettings())
         server = ServerSide(dp, lambda fqdn, tls: None, ServerSettings(connect_timeout_s=1.0, response_timeout_s=0.2))
-        head = http1.parse_head(b"GET /x HTTP/1.1\r\nHost: " + VOD.encode() + b"\r\n\r\n", request=True)
-        framing = http1.body_framing(head, request=True)
+        request = b"GET /x HTTP/1.1\r\nHost: " + VOD.encode() + b"\r\n\r\n"
         started: list[http1.Head] = []
 
-        async def start(rhead: http1.Head) -> http1.Sink:
-            started.append(rhead)
-
-            async def sink(data: bytes) -> None:
+        class Out:
+            async def informational(self, raw: bytes) -> None:
                 pass
 
-            return sink
+            async def start(self, head: http1.Head, raw: bytes) -> None:
+                started.append(head)
+
+            async def data(self, data: bytes) -> None:
+                pass
+
+        async def replay(endpoint: tuple[str, int]) -> None:
+            body = asyncio.StreamReader()
+            body.feed_data(request)
+            body.feed_eof()
+            incoming = http1.Incoming(body, http1.Parser(request=True))
+            head = await incoming.next()
+            assert isinstance(head, http1.Head)
+            raw = http1.request_head(head, "/x", VOD)
+            await server.pool.exchange(endpoint, raw, head, incoming, Out(), 0.2, 1.0)
 
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             dead = probe.getsockname()
-        body = asyncio.StreamReader()
-        body.feed_eof()
         with pytest.raises(http1.HttpError) as err:
-            await server.replay(dead, head, "/x", framing, body, start)
+            await replay(dead)
         assert err.value.status == 502 and "local endpoint" in err.value.message
         silent = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
         try:
             with pytest.raises(http1.HttpError) as err:
-                await server.replay(silent.sockets[0].getsockname()[:2], head, "/x", framing, body, start)
+                await replay(silent.sockets[0].getsockname()[:2])
             assert err.value.status == 504
         finally:
             silent.close()
-        assert started == [] and server.upstream_errors == 2 and server.pool == {}
+        assert started == [] and server.upstream_errors == 2 and server.pool.idle == {}
 
     asyncio.run(scenario())

@@ -1,9 +1,8 @@
-"""Pure parsers of the NAP: TLS ClientHello SNI from Python's real ssl module (SFR-19), HTTP/1.1 framing rules
-(RFC 9112 6.3) and chunked relay, IP-over-ICN prefix names and longest-prefix match (SFR-2)."""
+"""Pure parsers of the NAP: TLS ClientHello SNI from Python's real ssl module (SFR-19) and IP-over-ICN prefix names
+and longest-prefix match (SFR-2). The HTTP/1.1 layer has its own tests (test_http1.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import ssl
 
@@ -11,9 +10,8 @@ import pytest
 
 from flame_control.api.flame.pce.v1 import nap_session_pb2
 from flame_control.icn import fid as fidlib
-from nap_agent import http1, ip_over_icn, sni
+from nap_agent import ip_over_icn, sni
 from nap_agent.routes import RouteTable
-from nap_agent.transport import StreamBuffer
 
 
 def client_hello(name: str | None) -> bytes:
@@ -48,81 +46,6 @@ def test_sfr19_bad_client_hellos() -> None:
         sni.server_name(b"GET / HTTP/1.1\r\n\r\n")
     with pytest.raises(sni.SniError):
         sni.server_name(b"\x16\x03\x01" + b"\xff\xff" + b"\x00" * 70000)
-
-
-def parse(raw: bytes, request: bool = True) -> http1.Head:
-    return http1.parse_head(raw, request)
-
-
-def test_http_framing_rules() -> None:
-    get = parse(b"GET /x HTTP/1.1\r\nHost: a.example\r\n\r\n")
-    assert http1.body_framing(get, True) == http1.NO_BODY
-    post = parse(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n")
-    assert http1.body_framing(post, True) == http1.Framing("length", 5)
-    chunked = parse(b"POST /x HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
-    assert http1.body_framing(chunked, True).kind == "chunked"
-    for bad in (
-        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
-        b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
-        b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
-        b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
-    ):
-        with pytest.raises(http1.HttpError) as err:
-            http1.body_framing(parse(bad), True)
-        assert err.value.status == 400
-    ok = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", request=False)
-    assert http1.body_framing(ok, False, "HEAD") == http1.NO_BODY
-    assert http1.body_framing(parse(b"HTTP/1.1 304 Not Modified\r\n\r\n", False), False) == http1.NO_BODY
-    assert http1.body_framing(parse(b"HTTP/1.1 200 OK\r\n\r\n", False), False).kind == "close"
-    with pytest.raises(http1.HttpError):
-        parse(b"GET /x\r\n\r\n")
-    with pytest.raises(http1.HttpError):
-        parse(b"GET /x HTTP/1.1\r\nbad header\r\n\r\n")
-
-
-def test_destinations_and_forwarded_heads() -> None:
-    proxy = parse(b"GET http://VOD.example:80/a?b HTTP/1.1\r\nProxy-Connection: keep-alive\r\n\r\n")
-    assert http1.request_destination(proxy) == ("vod.example", "/a?b")
-    assert b"Proxy-Connection" not in http1.forwarded_head(proxy, "/a?b")
-    assert http1.forwarded_head(proxy, "/a?b").startswith(b"GET /a?b HTTP/1.1\r\n")
-    for bad in (
-        b"GET /x HTTP/1.1\r\n\r\n",
-        b"GET /x HTTP/1.1\r\nHost: bad_host!\r\n\r\n",
-        b"GET x HTTP/1.1\r\nHost: a\r\n\r\n",
-    ):
-        with pytest.raises(http1.HttpError):
-            http1.request_destination(parse(bad))
-    assert http1.wants_close(parse(b"GET / HTTP/1.0\r\n\r\n"))
-    assert not http1.wants_close(parse(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"))
-
-
-def test_chunked_relay_is_byte_exact_with_trailers() -> None:
-    async def go() -> bytes:
-        wire = b"5;ext=1\r\nhello\r\n0\r\nX-Trailer: 1\r\n\r\nNEXT"
-        buf = StreamBuffer()
-        buf.feed(wire)
-        out = bytearray()
-
-        async def sink(d: bytes) -> None:
-            out.extend(d)
-
-        n = await http1.relay_body(buf, http1.Framing("chunked"), sink)
-        assert n == len(out) and await buf.read(4) == b"NEXT"
-        return bytes(out)
-
-    assert asyncio.run(go()) == b"5;ext=1\r\nhello\r\n0\r\nX-Trailer: 1\r\n\r\n"
-
-    async def bad() -> None:
-        buf = StreamBuffer()
-        buf.feed(b"zz\r\n")
-
-        async def sink(d: bytes) -> None:
-            pass
-
-        await http1.relay_body(buf, http1.Framing("chunked"), sink)
-
-    with pytest.raises(http1.HttpError):
-        asyncio.run(bad())
 
 
 def test_sfr2_prefix_names_and_longest_prefix_match() -> None:

@@ -31,22 +31,38 @@ async def one_response_per_connection(close_after_s: float) -> tuple[asyncio.Ser
     return await asyncio.start_server(handle, "127.0.0.1", 0), served
 
 
+class Collect:
+    """An upstream.Out that keeps the response body."""
+
+    def __init__(self) -> None:
+        self.body: list[bytes] = []
+        self.heads: list[bytes] = []
+
+    async def informational(self, raw: bytes) -> None:
+        self.heads.append(raw)
+
+    async def start(self, head: http1.Head, raw: bytes) -> None:
+        self.heads.append(raw)
+
+    async def data(self, data: bytes) -> None:
+        self.body.append(data)
+
+
 async def replay(side: ServerSide, port: int, request: bytes) -> bytes:
-    head = http1.parse_head(request.split(b"\r\n\r\n")[0] + b"\r\n\r\n", request=True)
-    framing = http1.body_framing(head, request=True)
-    body = asyncio.StreamReader()
-    body.feed_data(request.split(b"\r\n\r\n", 1)[1])
-    body.feed_eof()
-    got: list[bytes] = []
+    incoming = http1.Incoming(_reader(request), http1.Parser(request=True))
+    head = await incoming.next()
+    assert isinstance(head, http1.Head)
+    out = Collect()
+    raw = http1.request_head(head, head.target, "vod.example")
+    await side.pool.exchange(("127.0.0.1", port), raw, head, incoming, out, 5.0, 5.0)
+    return b"".join(out.body)
 
-    async def start(rhead: http1.Head) -> http1.Sink:
-        async def sink(data: bytes) -> None:
-            got.append(data)
 
-        return sink
-
-    await side.replay(("127.0.0.1", port), head, head.target, framing, body, start)
-    return b"".join(got)
+def _reader(data: bytes) -> asyncio.StreamReader:
+    reader = asyncio.StreamReader()
+    reader.feed_data(data)
+    reader.feed_eof()
+    return reader
 
 
 def server_side() -> ServerSide:
@@ -62,7 +78,7 @@ def test_a_stale_pooled_connection_is_replayed_on_a_fresh_one() -> None:
         async with server:
             assert await replay(side, port, get) == BODY
             # the pooled connection still looks alive; the endpoint closes it without answering
-            assert len(side.pool[("127.0.0.1", port)]) == 1
+            assert len(side.pool.idle[("127.0.0.1", port)]) == 1
             assert await replay(side, port, get) == BODY
             await asyncio.sleep(0.3)  # now the close has arrived: the pool check alone drops it
             assert await replay(side, port, get) == BODY
@@ -89,5 +105,41 @@ def test_a_request_with_a_body_is_not_replayed() -> None:
             else:
                 raise AssertionError("a POST on a stale connection was answered")
         assert side.upstream_errors == 1
+
+    asyncio.run(scenario())
+
+
+async def scripted(answer: bytes) -> tuple[asyncio.Server, list[int]]:
+    """An endpoint that reads one request head and writes ``answer`` (then keeps the connection open)."""
+    served: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            served.append(1)
+            writer.write(answer)
+            await writer.drain()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0), served
+
+
+def test_issue12_a_connection_is_pooled_only_after_a_complete_well_framed_response() -> None:
+    async def scenario() -> None:
+        get = b"GET / HTTP/1.1\r\nHost: vod.example\r\n\r\n"
+        for answer, pooled in (
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", True),
+            (b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", True),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n", False),  # bytes after it
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok", False),
+        ):
+            server, _ = await scripted(answer)
+            port = server.sockets[0].getsockname()[1]
+            side = server_side()
+            async with server:
+                assert await replay(side, port, get) == b"ok"
+            assert len(side.pool.idle.get(("127.0.0.1", port), [])) == (1 if pooled else 0), answer
 
     asyncio.run(scenario())
