@@ -158,11 +158,13 @@ class PceCore:
         self._view_links: dict[str, frozenset[str]] = {}
 
     # -- topology -------------------------------------------------------------------------------------------------
-    def apply_topology(self, topo: Topology) -> set[str]:
-        """Replace the topology (already validated); drop registrations behind vanished NAPs; returns affected NAPs."""
+    def apply_topology(self, topo: Topology, plan: lidlib.LidPlan | None = None) -> set[str]:
+        """Replace the topology (already validated); drop registrations behind vanished NAPs; returns affected NAPs.
+
+        ``plan``: LIDs to use (restored from the durable store, issue 13); default: assigned from the topology."""
         self.topology = topo
         self.engine = PathEngine(topo)
-        self.plan = lidlib.plan(topo)
+        self.plan = plan if plan is not None else lidlib.plan(topo)
         self._ilids.clear()
         self._routes.clear()
         self._cids = {DEFAULT: 0}
