@@ -21,7 +21,10 @@ def pce(state: Path, **settings: Any) -> Any:
     from flame_control.runtime.service import ServiceContext
 
     ctx = ServiceContext(
-        "pce", Settings(fabric="none", **settings), state, channel_to=lambda key: None  # type: ignore[arg-type,return-value]
+        "pce",
+        Settings(fabric="none", **settings),
+        state,
+        channel_to=lambda key: None,  # type: ignore[arg-type,return-value]
     )
     return build(ctx)
 
