@@ -210,9 +210,9 @@ class PceCore:
         self._forget_fqdn(reg.fqdn)
         return self.refresh(self._interested_in(reg.fqdn) | {reg.nap_id})
 
-    def unregister(self, fqdn: str, nap_id: str) -> set[str]:
-        """Remove a registration; returns affected NAPs."""
-        self.registry.unregister(fqdn, nap_id)
+    def unregister(self, fqdn: str, nap_id: str, subject: str | None = None) -> set[str]:
+        """Remove a registration (``subject``: who asks, None = operator); returns affected NAPs."""
+        self.registry.unregister(fqdn, nap_id, subject)
         self._forget_fqdn(fqdn)
         return self.refresh(self._interested_in(fqdn) | {nap_id})
 
@@ -604,6 +604,11 @@ def parse_constraints(
     v = []
     if not (math.isfinite(max_distance_km) and max_distance_km >= 0):
         v.append(FieldViolation(f"{prefix}.geo.max_distance_km", "must be a finite number >= 0"))
+    if origin is not None:
+        if not -90 <= origin[0] <= 90:  # NaN fails too
+            v.append(FieldViolation(f"{prefix}.geo.origin.latitude", "must be within -90..90"))
+        if not -180 <= origin[1] <= 180:
+            v.append(FieldViolation(f"{prefix}.geo.origin.longitude", "must be within -180..180"))
     for name, ids, known in (
         ("avoid_node_ids", avoid_nodes, known_nodes),
         ("prefer_node_ids", prefer_nodes, known_nodes),

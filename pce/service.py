@@ -18,7 +18,7 @@ from flame_control.api.flame.pce.v1 import nap_session_pb2, pce_pb2, pce_pb2_grp
 from flame_control.runtime.auth import principal_from_context
 from flame_control.runtime.errors import DomainError, FieldViolation, InvalidArgument, Violations
 from flame_control.runtime.service import ALL_ROLES, AccessRules, Role, ServiceContext, ServiceSpec
-from pce import convert, persist
+from pce import convert, persist, session_input
 from pce import topology as topolib
 from pce.core import PceCore
 from pce.persist import SECTIONS, Persister, view_digest
@@ -37,7 +37,7 @@ ACCESS = AccessRules(
         "ApplyTopology": NETWORK_ADMINS,
         "UpdateLinkState": NETWORK_ADMINS,
         "RegisterFqdn": REGISTRANTS,
-        "UnregisterFqdn": REGISTRANTS,
+        "UnregisterFqdn": REGISTRANTS | {Role.PLATFORM_OPERATOR},
         "NapSession": frozenset({Role.COMPONENT}),
     },
 )
@@ -229,8 +229,10 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
         self, request: pce_pb2.UnregisterFqdnRequest, context: Any
     ) -> pce_pb2.UnregisterFqdnResponse:
         fqdn = check_fqdn(request.fqdn)
+        principal = principal_from_context(context)
+        operator = principal.role in (Role.PLATFORM_OPERATOR, Role.COMPONENT)
         async with self.lock:
-            affected = self.core.unregister(fqdn, request.nap_id)
+            affected = self.core.unregister(fqdn, request.nap_id, None if operator else principal.subject)
             self.persist("registrations", "authority")
             self.push(affected)
         return pce_pb2.UnregisterFqdnResponse()
@@ -326,13 +328,12 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
     async def NapSession(
         self, request_iterator: AsyncIterator[nap_session_pb2.NapSessionRequest], context: Any
     ) -> AsyncIterator[nap_session_pb2.NapSessionResponse]:
-        first = await anext(aiter(request_iterator), None)
-        if first is None or not first.HasField("hello"):
-            raise InvalidArgument([FieldViolation("hello", "the first message of a NAP session must be a Hello")])
-        hello = first.hello
-        node = self.core.topology.nodes.get(hello.nap_id)
-        if node is None or node.kind != "nap":
-            raise InvalidArgument([FieldViolation("hello.nap_id", f"{hello.nap_id!r} is not a NAP of the topology")])
+        request_iterator = session_input.decoded(request_iterator)
+        try:
+            hello = session_input.check_hello(await anext(request_iterator, None), self.core.topology.nodes)
+        except DomainError as err:
+            log.warning("nap session refused", extra={"fields": {"reason": err.message}})
+            raise
         nap = hello.nap_id
         queue: asyncio.Queue[nap_session_pb2.NapSessionResponse | None] = asyncio.Queue()
         old = self.queues.get(nap)
@@ -341,27 +342,35 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
         self.queues[nap] = queue
         async with self.lock:
             self.sessions.open(nap, hello.last_applied_version)
-            self.core.subscribe(nap, hello.interested_fqdns)
+            self.core.subscribe(nap, hello.interested)
             affected = {nap}
-            for i, name in enumerate(hello.local_fqdns):
+            for fqdn in hello.local_fqdns:
                 try:
-                    fqdn = check_fqdn(name, f"hello.local_fqdns[{i}]")
                     owner = principal_from_context(context).subject
                     affected |= self.core.register(Registration(fqdn, nap, owner, "", "nap", self.wall()))
                 except DomainError as err:
                     log.warning(
-                        "hello registration refused", extra={"fields": {"nap": nap, "fqdn": name, "error": err.message}}
+                        "hello registration refused", extra={"fields": {"nap": nap, "fqdn": fqdn, "error": err.message}}
                     )
             self.persist("registrations", "authority")
             self.push(affected)
         log.info("nap session open", extra={"fields": {"nap": nap}})
         reader = asyncio.create_task(self._read(nap, request_iterator, queue, context))
+        reason = "server stopped or the call was cancelled"
         try:
             while True:
                 item = await queue.get()
                 if item is None:
                     break
                 yield item
+            if self.queues.get(nap) is not queue:
+                reason = "replaced by a newer session of the same NAP"
+            else:
+                failure = await _outcome(reader)
+                if failure is not None:
+                    reason = f"bad input: {failure.message}"
+                    raise failure
+                reason = "the NAP closed its stream"
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -370,14 +379,14 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
                 del self.queues[nap]
                 self.sessions.close(nap)
                 self.core.unsubscribe(nap)
-            log.info("nap session closed", extra={"fields": {"nap": nap}})
+            log.info("nap session closed", extra={"fields": {"nap": nap, "reason": reason}})
 
     async def _read(
         self, nap: str, requests: AsyncIterator[nap_session_pb2.NapSessionRequest], queue: Any, context: Any
     ) -> None:
         try:
-            async for msg in requests:
-                kind = msg.WhichOneof("message")
+            async for i, msg in _numbered(requests):
+                kind = session_input.check_message(msg, i)
                 if kind == "ack":
                     self.sessions.ack(nap, msg.ack.version)
                     rec = self.sessions.records[nap]
@@ -448,6 +457,24 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
         except DomainError as err:
             reply.status.CopyFrom(err.to_status())
         return nap_session_pb2.NapSessionResponse(registration_reply=reply)
+
+
+async def _numbered(
+    requests: AsyncIterator[nap_session_pb2.NapSessionRequest],
+) -> AsyncIterator[tuple[int, nap_session_pb2.NapSessionRequest]]:
+    i = 1  # messages[0] is the Hello
+    async for msg in requests:
+        yield i, msg
+        i += 1
+
+
+async def _outcome(reader: asyncio.Task[None]) -> DomainError | None:
+    """The domain error the request reader ended with (bad input), or None when the NAP closed its side."""
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait([reader], timeout=1.0)
+    if reader.done() and not reader.cancelled() and isinstance(reader.exception(), DomainError):
+        return reader.exception()  # type: ignore[return-value]
+    return None
 
 
 def build(ctx: ServiceContext) -> ServiceSpec:
