@@ -7,6 +7,7 @@ import struct
 
 from flame_control.api.flame.pce.v1 import nap_session_pb2, routing_pb2
 from flame_control.icn import fid as fidlib
+from flame_control.runtime.errors import FieldViolation, InvalidArgument
 from pce.core import NapView, PceCore, Route, parse_constraints
 from pce.paths import Constraints
 from pce.registry import Registration
@@ -29,8 +30,12 @@ def constraints(msg: routing_pb2.PathConstraints, core: PceCore, prefix: str = "
     origin = None
     if msg.geo.HasField("origin"):
         origin = (msg.geo.origin.latitude, msg.geo.origin.longitude)
+    if msg.metric not in _METRICS:  # an unknown enum number is refused, not read as the default (issue 13)
+        raise InvalidArgument(
+            [FieldViolation(f"{prefix}.metric", f"unknown metric {msg.metric}; use METRIC_HOPS, _WEIGHTED or _LATENCY")]
+        )
     return parse_constraints(
-        metric=_METRICS.get(msg.metric, "hops"),
+        metric=_METRICS[msg.metric],
         traffic_class=msg.traffic_class,
         region=msg.geo.region,
         max_distance_km=msg.geo.max_distance_km,

@@ -18,11 +18,14 @@ from flame_control.api.flame.pce.v1 import nap_session_pb2, pce_pb2, pce_pb2_grp
 from flame_control.runtime.auth import principal_from_context
 from flame_control.runtime.errors import DomainError, FieldViolation, InvalidArgument, Violations
 from flame_control.runtime.service import ALL_ROLES, AccessRules, Role, ServiceContext, ServiceSpec
-from pce import convert
+from pce import convert, persist, session_input
 from pce import topology as topolib
 from pce.core import PceCore
+from pce.persist import SECTIONS, Persister, view_digest
 from pce.registry import Registration, check_fqdn
 from pce.sessions import SessionTable
+from pce.store.base import StateStore
+from pce.store.file_store import FileStore
 
 log = logging.getLogger("flame.pce")
 
@@ -34,7 +37,7 @@ ACCESS = AccessRules(
         "ApplyTopology": NETWORK_ADMINS,
         "UpdateLinkState": NETWORK_ADMINS,
         "RegisterFqdn": REGISTRANTS,
-        "UnregisterFqdn": REGISTRANTS,
+        "UnregisterFqdn": REGISTRANTS | {Role.PLATFORM_OPERATOR},
         "NapSession": frozenset({Role.COMPONENT}),
     },
 )
@@ -57,6 +60,12 @@ class Settings(BaseModel):
     #: Emulated fabric: delay every frame by the sum of the configured latencies of the links on its path (so routes
     #: through the core are slower than local ones, as on a real network); off = loopback speed.
     emulated_link_latency: bool = False
+    #: Durable state (issue 13, SFR-20): "file" (the embedded default: a crash-safe SQLite file in the state
+    #: directory, so a restarted PCE resumes with the same topology, LIDs, registrations, link states and versions)
+    #: or "none" (state in memory only).
+    store: Literal["file", "none"] = "file"
+    #: File of the "file" store (default: ``<state dir>/pce-state.db``).
+    store_path: Path | None = None
     #: Where the os-ken OpenFlow controller listens (fabric "osken").
     openflow_host: str = "127.0.0.1"
     openflow_port: int = 6653
@@ -65,8 +74,17 @@ class Settings(BaseModel):
 class PceServicer(pce_pb2_grpc.PceServiceServicer):
     """PceService: validates requests, calls the core, pushes changed views to NAP sessions."""
 
-    def __init__(self, core: PceCore, clock: Any = time.monotonic, wall: Any = time.time, driver: Any = None) -> None:
+    def __init__(
+        self,
+        core: PceCore,
+        clock: Any = time.monotonic,
+        wall: Any = time.time,
+        driver: Any = None,
+        persister: Persister | None = None,
+    ) -> None:
         self.core = core
+        #: Writes every accepted change to the durable store before the RPC answers (None: memory only).
+        self.persister = persister
         self.wall = wall
         #: Switch driver (OskenDriver) or None when the PCE only computes.
         self.driver = driver
@@ -74,19 +92,31 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
         self.sessions: SessionTable[Any] = SessionTable(clock)
         self.queues: dict[str, asyncio.Queue[nap_session_pb2.NapSessionResponse | None]] = {}
         self.lock = asyncio.Lock()
+        #: The durable store behind ``persister`` (closed on stop).
+        self.store: StateStore | None = None
 
     # -- pushes ---------------------------------------------------------------------------------------------------
     def push(self, naps: set[str]) -> None:
         """Queue a new snapshot for every NAP whose view changed (and that may receive one now)."""
+        pushed: dict[str, tuple[int, str]] = {}
         for nap in sorted(naps):
             view = self.core.views.get(nap)
             queue = self.queues.get(nap)
             if view is None or queue is None:
                 continue
-            version = self.sessions.offer(nap, view)
+            digest = view_digest(view)
+            version = self.sessions.offer(nap, view, digest)
             if version is not None:
                 queue.put_nowait(convert.snapshot(version, view))
+                pushed[nap] = (version, digest)
                 log.info("snapshot pushed", extra={"fields": {"nap": nap, "version": version}})
+        if pushed and self.persister is not None:
+            self.persister.sessions(pushed)
+
+    def persist(self, *sections: str) -> None:
+        """Write the core's state of ``sections`` to the durable store (called under the lock, after the change)."""
+        if self.persister is not None:
+            self.persister.sync(self.core, sections or SECTIONS)
 
     # -- switch programming ---------------------------------------------------------------------------------------
     async def program(self) -> None:
@@ -113,9 +143,11 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
         await self.program()
 
     async def stop_driver(self) -> None:
-        """on_stop hook: close the emulated fabric's socket (os-ken threads end with the process)."""
+        """on_stop hook: close the emulated fabric's socket (os-ken threads end with the process) and the store."""
         if self.driver is not None and self.driver.kind == "emulated":
             self.driver.close()
+        if self.store is not None:
+            self.store.close()
 
     def _port_status_from_thread(self, dpid: int, port: int, up: bool) -> None:
         if self.loop is not None:
@@ -131,6 +163,7 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
             return
         async with self.lock:
             affected = self.core.set_link_state(link.id, up)
+            self.persist("links")
             self.push(affected)
         log.info(
             "link state from switch", extra={"fields": {"link": link.id, "up": up, "affected_naps": len(affected)}}
@@ -142,6 +175,7 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
         topo = topolib.from_proto(request.topology)
         async with self.lock:
             affected = self.core.apply_topology(topo)
+            self.persist()
             self.push(affected)
         await self.program()
         return pce_pb2.ApplyTopologyResponse(version=self.core.version, affected_naps=len(affected))
@@ -153,6 +187,7 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
             raise InvalidArgument([FieldViolation("link_id", f"unknown link {request.link_id!r}")])
         async with self.lock:
             affected = self.core.set_link_state(request.link_id, request.up)
+            self.persist("links")
             self.push(affected)
         await self.program()
         return pce_pb2.UpdateLinkStateResponse(version=self.core.version, affected_nap_ids=sorted(affected))
@@ -185,15 +220,21 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
         )
         reg = Registration(fqdn, request.nap_id, owner, request.endpoint_id, "rpc", self.wall())
         async with self.lock:
-            self.push(self.core.register(reg))
+            affected = self.core.register(reg)
+            self.persist("registrations", "authority")
+            self.push(affected)
         return pce_pb2.RegisterFqdnResponse(registration=convert.registration(reg))
 
     async def UnregisterFqdn(
         self, request: pce_pb2.UnregisterFqdnRequest, context: Any
     ) -> pce_pb2.UnregisterFqdnResponse:
         fqdn = check_fqdn(request.fqdn)
+        principal = principal_from_context(context)
+        operator = principal.role in (Role.PLATFORM_OPERATOR, Role.COMPONENT)
         async with self.lock:
-            self.push(self.core.unregister(fqdn, request.nap_id))
+            affected = self.core.unregister(fqdn, request.nap_id, None if operator else principal.subject)
+            self.persist("registrations", "authority")
+            self.push(affected)
         return pce_pb2.UnregisterFqdnResponse()
 
     async def ListRegistrations(
@@ -287,13 +328,12 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
     async def NapSession(
         self, request_iterator: AsyncIterator[nap_session_pb2.NapSessionRequest], context: Any
     ) -> AsyncIterator[nap_session_pb2.NapSessionResponse]:
-        first = await anext(aiter(request_iterator), None)
-        if first is None or not first.HasField("hello"):
-            raise InvalidArgument([FieldViolation("hello", "the first message of a NAP session must be a Hello")])
-        hello = first.hello
-        node = self.core.topology.nodes.get(hello.nap_id)
-        if node is None or node.kind != "nap":
-            raise InvalidArgument([FieldViolation("hello.nap_id", f"{hello.nap_id!r} is not a NAP of the topology")])
+        request_iterator = session_input.decoded(request_iterator)
+        try:
+            hello = session_input.check_hello(await anext(request_iterator, None), self.core.topology.nodes)
+        except DomainError as err:
+            log.warning("nap session refused", extra={"fields": {"reason": err.message}})
+            raise
         nap = hello.nap_id
         queue: asyncio.Queue[nap_session_pb2.NapSessionResponse | None] = asyncio.Queue()
         old = self.queues.get(nap)
@@ -302,26 +342,35 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
         self.queues[nap] = queue
         async with self.lock:
             self.sessions.open(nap, hello.last_applied_version)
-            self.core.subscribe(nap, hello.interested_fqdns)
+            self.core.subscribe(nap, hello.interested)
             affected = {nap}
-            for i, name in enumerate(hello.local_fqdns):
+            for fqdn in hello.local_fqdns:
                 try:
-                    fqdn = check_fqdn(name, f"hello.local_fqdns[{i}]")
                     owner = principal_from_context(context).subject
                     affected |= self.core.register(Registration(fqdn, nap, owner, "", "nap", self.wall()))
                 except DomainError as err:
                     log.warning(
-                        "hello registration refused", extra={"fields": {"nap": nap, "fqdn": name, "error": err.message}}
+                        "hello registration refused", extra={"fields": {"nap": nap, "fqdn": fqdn, "error": err.message}}
                     )
+            self.persist("registrations", "authority")
             self.push(affected)
         log.info("nap session open", extra={"fields": {"nap": nap}})
         reader = asyncio.create_task(self._read(nap, request_iterator, queue, context))
+        reason = "server stopped or the call was cancelled"
         try:
             while True:
                 item = await queue.get()
                 if item is None:
                     break
                 yield item
+            if self.queues.get(nap) is not queue:
+                reason = "replaced by a newer session of the same NAP"
+            else:
+                failure = await _outcome(reader)
+                if failure is not None:
+                    reason = f"bad input: {failure.message}"
+                    raise failure
+                reason = "the NAP closed its stream"
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -330,14 +379,14 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
                 del self.queues[nap]
                 self.sessions.close(nap)
                 self.core.unsubscribe(nap)
-            log.info("nap session closed", extra={"fields": {"nap": nap}})
+            log.info("nap session closed", extra={"fields": {"nap": nap, "reason": reason}})
 
     async def _read(
         self, nap: str, requests: AsyncIterator[nap_session_pb2.NapSessionRequest], queue: Any, context: Any
     ) -> None:
         try:
-            async for msg in requests:
-                kind = msg.WhichOneof("message")
+            async for i, msg in _numbered(requests):
+                kind = session_input.check_message(msg, i)
                 if kind == "ack":
                     self.sessions.ack(nap, msg.ack.version)
                     rec = self.sessions.records[nap]
@@ -398,27 +447,76 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
             fqdn = check_fqdn(req.fqdn, "registration.fqdn")
             async with self.lock:
                 if req.unregister:
-                    self.push(self.core.unregister(fqdn, nap))
+                    affected = self.core.unregister(fqdn, nap)
                 else:
                     reg = Registration(fqdn, nap, principal_from_context(context).subject, "", "nap", self.wall())
-                    self.push(self.core.register(reg))
+                    affected = self.core.register(reg)
+                self.persist("registrations", "authority")
+                self.push(affected)
             reply.status.code = grpc.StatusCode.OK.value[0]
         except DomainError as err:
             reply.status.CopyFrom(err.to_status())
         return nap_session_pb2.NapSessionResponse(registration_reply=reply)
 
 
+async def _numbered(
+    requests: AsyncIterator[nap_session_pb2.NapSessionRequest],
+) -> AsyncIterator[tuple[int, nap_session_pb2.NapSessionRequest]]:
+    i = 1  # messages[0] is the Hello
+    async for msg in requests:
+        yield i, msg
+        i += 1
+
+
+async def _outcome(reader: asyncio.Task[None]) -> DomainError | None:
+    """The domain error the request reader ended with (bad input), or None when the NAP closed its side."""
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait([reader], timeout=1.0)
+    if reader.done() and not reader.cancelled() and isinstance(reader.exception(), DomainError):
+        return reader.exception()  # type: ignore[return-value]
+    return None
+
+
 def build(ctx: ServiceContext) -> ServiceSpec:
     """The PCE service for the runtime."""
     settings: Settings = ctx.settings
+    store: StateStore | None = None
+    persister: Persister | None = None
+    restored_sessions: dict[str, tuple[int, str]] = {}
     core = PceCore()
+    file_sha = ""
+    if settings.store == "file":
+        store = FileStore(settings.store_path or ctx.state_dir / "pce-state.db")
+        restored = persist.load(store)
+        core, restored_sessions, file_sha = restored.core, restored.sessions, restored.topology_file_sha256
+        persister = Persister(store, restored.raw)
+        log.info(
+            "state restored",
+            extra={
+                "fields": {
+                    "revision": restored.revision,
+                    "nodes": len(core.topology.nodes),
+                    "down_links": sorted(lk.id for lk in core.topology.links.values() if lk.down),
+                    "registrations": len(core.registry.registrations),
+                    "version": core.version,
+                    "lids_restored": restored.lids_restored,
+                }
+            },
+        )
     if settings.topology_file is not None:
-        core.apply_topology(topolib.load_file(settings.topology_file))
+        sha = persist.file_digest(Path(settings.topology_file).read_bytes())
+        if sha != file_sha:  # a new or edited file wins over stored state; an unchanged one does not reset it
+            core.apply_topology(topolib.load_file(settings.topology_file))
+            if persister is not None:
+                persister.topology_file(sha)
     for i, entry in enumerate(settings.registrations):
         fqdn = check_fqdn(entry.get("fqdn", ""), f"services.pce.registrations[{i}].fqdn")
-        core.register(
-            Registration(fqdn, entry.get("nap_id", ""), entry.get("owner", "config"), "", "config", time.time())
-        )
+        nap, owner = entry.get("nap_id", ""), entry.get("owner", "config")
+        known = core.registry.registrations.get((fqdn, nap))
+        if known is None or known.owner != owner:
+            core.register(Registration(fqdn, nap, owner, "", "config", time.time()))
+    if persister is not None:
+        persister.sync(core)
     driver: Any = None
     if settings.fabric == "osken":
         from pce.switch.osken_driver import OskenDriver
@@ -433,7 +531,10 @@ def build(ctx: ServiceContext) -> ServiceSpec:
             topology=lambda: core.topology,
             link_latency=settings.emulated_link_latency,
         )
-    servicer = PceServicer(core, driver=driver)
+    servicer = PceServicer(core, driver=driver, persister=persister)
+    for nap, (version, digest) in restored_sessions.items():
+        servicer.sessions.restore(nap, version, digest)
+    servicer.store = store
     return ServiceSpec(
         "flame.pce.v1.PceService",
         servicer,
