@@ -250,3 +250,9 @@ class Persister:
         for k in deletes:
             self.written.pop(k, None)
         return len(puts) + len(deletes)
+
+
+def decode_session(key: str, raw: bytes) -> tuple[int, str]:
+    """A ``sessions/<nap>`` value: (last version pushed to the NAP, digest of its content)."""
+    doc = _undoc(key, raw)
+    return int(doc["pushed"]), str(doc["digest"])

@@ -6,13 +6,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import grpc
 from google.rpc import status_pb2
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from flame_control.api.flame.pce.v1 import nap_session_pb2, pce_pb2, pce_pb2_grpc
 from flame_control.runtime.auth import principal_from_context
@@ -23,8 +23,10 @@ from pce import topology as topolib
 from pce.core import PceCore
 from pce.persist import SECTIONS, Persister, view_digest
 from pce.registry import Registration, check_fqdn
+from pce.replica import Replica
 from pce.sessions import SessionTable
 from pce.store.base import StateStore
+from pce.store.etcd_store import EtcdStore
 from pce.store.file_store import FileStore
 
 log = logging.getLogger("flame.pce")
@@ -63,9 +65,43 @@ class Settings(BaseModel):
     #: Durable state (issue 13, SFR-20): "file" (the embedded default: a crash-safe SQLite file in the state
     #: directory, so a restarted PCE resumes with the same topology, LIDs, registrations, link states and versions)
     #: or "none" (state in memory only).
-    store: Literal["file", "none"] = "file"
+    store: Literal["file", "none", "etcd"] = "file"
     #: File of the "file" store (default: ``<state dir>/pce-state.db``).
     store_path: Path | None = None
+    #: "etcd" store: the members' client addresses (host:port). With etcd, PCE replicas elect a leader (pce/replica.py):
+    #: the leader programs switches and accepts writes, followers serve reads and NAP sessions. The form
+    #: ``store: {kind: etcd, endpoints: [...], path: ...}`` is accepted too.
+    etcd_endpoints: list[str] = []
+    #: Key prefix of this PCE group's state in etcd.
+    etcd_root: str = "/flame/pce/"
+    #: Name of this replica (default: its advertise address).
+    replica_id: str = ""
+    #: host:port where other replicas and clients reach this replica's gRPC server (required with etcd).
+    advertise_address: str = ""
+    #: Leader lease TTL (s); etcd raises it to 1.5 of its election timeout if lower (docs/pce.md).
+    leader_lease_ttl_s: int = 1
+
+    @model_validator(mode="before")
+    @classmethod
+    def _store_section(cls, data: Any) -> Any:
+        """Accept ``store: {kind, endpoints, path, root}`` as well as the flat fields."""
+        if isinstance(data, dict) and isinstance(data.get("store"), dict):
+            section = dict(data["store"])
+            data = {k: v for k, v in data.items() if k != "store"}
+            data["store"] = section.pop("kind", "file")
+            for key, field in (("endpoints", "etcd_endpoints"), ("path", "store_path"), ("root", "etcd_root")):
+                if key in section:
+                    data[field] = section.pop(key)
+            if section:
+                raise ValueError(f"store: unknown keys {sorted(section)}")
+        return data
+
+    @model_validator(mode="after")
+    def _etcd_needs(self) -> Settings:
+        if self.store == "etcd" and not (self.etcd_endpoints and self.advertise_address):
+            raise ValueError("store etcd needs etcd_endpoints (store.endpoints) and advertise_address")
+        return self
+
     #: Where the os-ken OpenFlow controller listens (fabric "osken").
     openflow_host: str = "127.0.0.1"
     openflow_port: int = 6653
@@ -94,6 +130,19 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
         self.lock = asyncio.Lock()
         #: The durable store behind ``persister`` (closed on stop).
         self.store: StateStore | None = None
+        #: This process's part in a group of replicas (store "etcd"), or None: a single PCE that always leads.
+        self.replica: Any = None
+        #: Store revision the core was loaded at (replicas follow the store from there).
+        self.store_revision = 0
+
+    def leads(self) -> bool:
+        """True when this PCE may change state and program switches (a single PCE, or the replicas' leader)."""
+        return self.replica is None or bool(self.replica.is_leader)
+
+    def writable(self) -> None:
+        """Raise FAILED_PRECONDITION naming the leader unless this PCE leads (issue 13)."""
+        if self.replica is not None:
+            self.replica.require_leader()
 
     # -- pushes ---------------------------------------------------------------------------------------------------
     def push(self, naps: set[str]) -> None:
@@ -115,14 +164,14 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
 
     def persist(self, *sections: str) -> None:
         """Write the core's state of ``sections`` to the durable store (called under the lock, after the change)."""
-        if self.persister is not None:
+        if self.persister is not None and self.leads():
             self.persister.sync(self.core, sections or SECTIONS)
 
     # -- switch programming ---------------------------------------------------------------------------------------
     async def program(self) -> None:
         """Push the desired rules of every switch to the driver (diff-based; returns after the barriers)."""
-        if self.driver is None:
-            return
+        if self.driver is None or (self.driver.kind != "emulated" and not self.leads()):
+            return  # followers leave real switches to the leader; an emulated fabric is this process's own
         by_dpid = {self.core.topology.nodes[n].dpid: rules for n, rules in self.core.switch_rules().items()}
         if self.driver.kind == "emulated":
             self.driver.topology_changed()
@@ -132,20 +181,35 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
 
     async def start_driver(self) -> None:
         """on_start hook: start the OpenFlow controller and program the switches once they connect."""
-        if self.driver is None:
-            return
         self.loop = asyncio.get_running_loop()
+        if self.driver is None:
+            if self.replica is not None:
+                await self.replica.start(self.store_revision)
+            return
         self.driver.set_port_status_handler(self._port_status_from_thread)
         if self.driver.kind == "emulated":
             await self.driver.listen()
         else:
             await asyncio.to_thread(self.driver.start)
         await self.program()
+        if self.replica is not None:
+            await self.replica.start(self.store_revision)
+
+    async def lead(self, generation: int, configure: Callable[[PceCore], set[str]]) -> None:
+        """This replica was elected (store etcd, pce/replica.py): apply configuration, persist, take the switches."""
+        async with self.lock:
+            self.push(configure(self.core))
+            self.persist()
+        if self.driver is not None and hasattr(self.driver, "take_role"):
+            await asyncio.to_thread(self.driver.take_role, generation)
+        await self.program()
 
     async def stop_driver(self) -> None:
         """on_stop hook: close the emulated fabric's socket (os-ken threads end with the process) and the store."""
         if self.driver is not None and self.driver.kind == "emulated":
             self.driver.close()
+        if self.replica is not None:
+            await self.replica.stop()
         if self.store is not None:
             self.store.close()
 
@@ -156,7 +220,7 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
     async def port_status(self, dpid: int, port: int, up: bool) -> None:
         """A switch reported a port change: the link on that port goes down/up (SFR-13)."""
         switch = next((n for n in self.core.topology.switches() if n.dpid == dpid), None)
-        if switch is None:
+        if switch is None or not self.leads():
             return
         link = next((lk for lk in self.core.topology.links.values() if (switch.id, port) in (lk.a, lk.b)), None)
         if link is None or link.down == (not up):
@@ -172,6 +236,7 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
 
     # -- topology -------------------------------------------------------------------------------------------------
     async def ApplyTopology(self, request: pce_pb2.ApplyTopologyRequest, context: Any) -> pce_pb2.ApplyTopologyResponse:
+        self.writable()
         topo = topolib.from_proto(request.topology)
         async with self.lock:
             affected = self.core.apply_topology(topo)
@@ -185,6 +250,7 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
     ) -> pce_pb2.UpdateLinkStateResponse:
         if request.link_id not in self.core.topology.links:
             raise InvalidArgument([FieldViolation("link_id", f"unknown link {request.link_id!r}")])
+        self.writable()
         async with self.lock:
             affected = self.core.set_link_state(request.link_id, request.up)
             self.persist("links")
@@ -219,6 +285,7 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
             else principal.subject
         )
         reg = Registration(fqdn, request.nap_id, owner, request.endpoint_id, "rpc", self.wall())
+        self.writable()
         async with self.lock:
             affected = self.core.register(reg)
             self.persist("registrations", "authority")
@@ -231,6 +298,7 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
         fqdn = check_fqdn(request.fqdn)
         principal = principal_from_context(context)
         operator = principal.role in (Role.PLATFORM_OPERATOR, Role.COMPONENT)
+        self.writable()
         async with self.lock:
             affected = self.core.unregister(fqdn, request.nap_id, None if operator else principal.subject)
             self.persist("registrations", "authority")
@@ -345,7 +413,10 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
             self.core.subscribe(nap, hello.interested)
             affected = {nap}
             for fqdn in hello.local_fqdns:
+                if not self.leads() and (fqdn, nap) in self.core.registry.registrations:
+                    continue  # a NAP failing over to a follower: its names are in the replicated state already
                 try:
+                    self.writable()
                     owner = principal_from_context(context).subject
                     affected |= self.core.register(Registration(fqdn, nap, owner, "", "nap", self.wall()))
                 except DomainError as err:
@@ -445,6 +516,7 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
         reply = nap_session_pb2.RegistrationReply(correlation_id=req.correlation_id)
         try:
             fqdn = check_fqdn(req.fqdn, "registration.fqdn")
+            self.writable()
             async with self.lock:
                 if req.unregister:
                     affected = self.core.unregister(fqdn, nap)
@@ -477,6 +549,32 @@ async def _outcome(reader: asyncio.Task[None]) -> DomainError | None:
     return None
 
 
+def open_store(settings: Settings, state_dir: Path) -> StateStore:
+    """The configured durable store: the embedded file, or etcd (shared by replicas)."""
+    if settings.store == "etcd":
+        return EtcdStore(settings.etcd_endpoints, settings.etcd_root)
+    return FileStore(settings.store_path or state_dir / "pce-state.db")
+
+
+def apply_config(core: PceCore, settings: Settings, file_sha: str, persister: Persister | None) -> set[str]:
+    """Apply the configured topology file (when new or edited since ``file_sha``) and registrations to ``core``;
+    returns the affected NAPs."""
+    affected: set[str] = set()
+    if settings.topology_file is not None:
+        sha = persist.file_digest(Path(settings.topology_file).read_bytes())
+        if sha != file_sha:  # a new or edited file wins over stored state; an unchanged one does not reset it
+            affected |= core.apply_topology(topolib.load_file(settings.topology_file))
+            if persister is not None:
+                persister.topology_file(sha)
+    for i, entry in enumerate(settings.registrations):
+        fqdn = check_fqdn(entry.get("fqdn", ""), f"services.pce.registrations[{i}].fqdn")
+        nap, owner = entry.get("nap_id", ""), entry.get("owner", "config")
+        known = core.registry.registrations.get((fqdn, nap))
+        if known is None or known.owner != owner:
+            affected |= core.register(Registration(fqdn, nap, owner, "", "config", time.time()))
+    return affected
+
+
 def build(ctx: ServiceContext) -> ServiceSpec:
     """The PCE service for the runtime."""
     settings: Settings = ctx.settings
@@ -485,8 +583,8 @@ def build(ctx: ServiceContext) -> ServiceSpec:
     restored_sessions: dict[str, tuple[int, str]] = {}
     core = PceCore()
     file_sha = ""
-    if settings.store == "file":
-        store = FileStore(settings.store_path or ctx.state_dir / "pce-state.db")
+    if settings.store != "none":
+        store = open_store(settings, ctx.state_dir)
         restored = persist.load(store)
         core, restored_sessions, file_sha = restored.core, restored.sessions, restored.topology_file_sha256
         persister = Persister(store, restored.raw)
@@ -503,20 +601,10 @@ def build(ctx: ServiceContext) -> ServiceSpec:
                 }
             },
         )
-    if settings.topology_file is not None:
-        sha = persist.file_digest(Path(settings.topology_file).read_bytes())
-        if sha != file_sha:  # a new or edited file wins over stored state; an unchanged one does not reset it
-            core.apply_topology(topolib.load_file(settings.topology_file))
-            if persister is not None:
-                persister.topology_file(sha)
-    for i, entry in enumerate(settings.registrations):
-        fqdn = check_fqdn(entry.get("fqdn", ""), f"services.pce.registrations[{i}].fqdn")
-        nap, owner = entry.get("nap_id", ""), entry.get("owner", "config")
-        known = core.registry.registrations.get((fqdn, nap))
-        if known is None or known.owner != owner:
-            core.register(Registration(fqdn, nap, owner, "", "config", time.time()))
-    if persister is not None:
-        persister.sync(core)
+    if settings.store != "etcd":  # replicas: the leader applies configuration when elected (PceServicer.lead)
+        apply_config(core, settings, file_sha, persister)
+        if persister is not None:
+            persister.sync(core)
     driver: Any = None
     if settings.fabric == "osken":
         from pce.switch.osken_driver import OskenDriver
@@ -528,13 +616,25 @@ def build(ctx: ServiceContext) -> ServiceSpec:
         driver = EmulatedDriver(
             "127.0.0.1",
             settings.emulated_port,
-            topology=lambda: core.topology,
+            topology=lambda: servicer.core.topology,
             link_latency=settings.emulated_link_latency,
         )
     servicer = PceServicer(core, driver=driver, persister=persister)
     for nap, (version, digest) in restored_sessions.items():
         servicer.sessions.restore(nap, version, digest)
     servicer.store = store
+    servicer.store_revision = restored.revision if store is not None else 0
+    if isinstance(store, EtcdStore):
+        servicer.replica = Replica(
+            servicer,
+            store,
+            settings.replica_id or settings.advertise_address,
+            settings.advertise_address,
+            settings.leader_lease_ttl_s,
+            on_leader=lambda generation, restored: servicer.lead(
+                generation, lambda core: apply_config(core, settings, restored.topology_file_sha256, persister)
+            ),
+        )
     return ServiceSpec(
         "flame.pce.v1.PceService",
         servicer,
