@@ -15,6 +15,7 @@ from google.rpc import status_pb2
 from pydantic import BaseModel, ConfigDict
 
 from flame_control.api.flame.pce.v1 import nap_session_pb2, pce_pb2, pce_pb2_grpc
+from flame_control.clmc_events import ConfigEventPublisher
 from flame_control.runtime.auth import principal_from_context
 from flame_control.runtime.errors import DomainError, FieldViolation, InvalidArgument, Violations
 from flame_control.runtime.service import ALL_ROLES, AccessRules, Role, ServiceContext, ServiceSpec
@@ -26,6 +27,7 @@ from pce.registry import Registration, check_fqdn
 from pce.sessions import SessionTable
 from pce.store.base import StateStore
 from pce.store.file_store import FileStore
+from pce.switch_control import PORT_UP_HOLD_S, SwitchControl
 
 log = logging.getLogger("flame.pce")
 
@@ -66,12 +68,19 @@ class Settings(BaseModel):
     store: Literal["file", "none"] = "file"
     #: File of the "file" store (default: ``<state dir>/pce-state.db``).
     store_path: Path | None = None
+    #: Seconds between audits of each switch's flows (flow stats; drift such as a hand-deleted flow is repaired
+    #: within one period; fabric "osken"; 0 = no periodic audit).
+    audit_interval_s: float = 10.0
+    #: A switch port must stay up this long before its link carries routes again (hold-down against flapping).
+    port_up_hold_s: float = PORT_UP_HOLD_S
+    #: Send switch errors to the CLMC as config events.
+    report_to_clmc: bool = True
     #: Where the os-ken OpenFlow controller listens (fabric "osken").
     openflow_host: str = "127.0.0.1"
     openflow_port: int = 6653
 
 
-class PceServicer(pce_pb2_grpc.PceServiceServicer):
+class PceServicer(SwitchControl, pce_pb2_grpc.PceServiceServicer):
     """PceService: validates requests, calls the core, pushes changed views to NAP sessions."""
 
     def __init__(
@@ -118,67 +127,18 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
         if self.persister is not None:
             self.persister.sync(self.core, sections or SECTIONS)
 
-    # -- switch programming ---------------------------------------------------------------------------------------
-    async def program(self) -> None:
-        """Push the desired rules of every switch to the driver (diff-based; returns after the barriers)."""
-        if self.driver is None:
-            return
-        by_dpid = {self.core.topology.nodes[n].dpid: rules for n, rules in self.core.switch_rules().items()}
-        if self.driver.kind == "emulated":
-            self.driver.topology_changed()
-            self.driver.apply(by_dpid)
-        else:
-            await asyncio.to_thread(self.driver.apply, by_dpid)
-
-    async def start_driver(self) -> None:
-        """on_start hook: start the OpenFlow controller and program the switches once they connect."""
-        if self.driver is None:
-            return
-        self.loop = asyncio.get_running_loop()
-        self.driver.set_port_status_handler(self._port_status_from_thread)
-        if self.driver.kind == "emulated":
-            await self.driver.listen()
-        else:
-            await asyncio.to_thread(self.driver.start)
-        await self.program()
-
-    async def stop_driver(self) -> None:
-        """on_stop hook: close the emulated fabric's socket (os-ken threads end with the process) and the store."""
-        if self.driver is not None and self.driver.kind == "emulated":
-            self.driver.close()
-        if self.store is not None:
-            self.store.close()
-
-    def _port_status_from_thread(self, dpid: int, port: int, up: bool) -> None:
-        if self.loop is not None:
-            self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self.port_status(dpid, port, up)))
-
-    async def port_status(self, dpid: int, port: int, up: bool) -> None:
-        """A switch reported a port change: the link on that port goes down/up (SFR-13)."""
-        switch = next((n for n in self.core.topology.switches() if n.dpid == dpid), None)
-        if switch is None:
-            return
-        link = next((lk for lk in self.core.topology.links.values() if (switch.id, port) in (lk.a, lk.b)), None)
-        if link is None or link.down == (not up):
-            return
-        async with self.lock:
-            affected = self.core.set_link_state(link.id, up)
-            self.persist("links")
-            self.push(affected)
-        log.info(
-            "link state from switch", extra={"fields": {"link": link.id, "up": up, "affected_naps": len(affected)}}
-        )
-        await self.program()
-
     # -- topology -------------------------------------------------------------------------------------------------
     async def ApplyTopology(self, request: pce_pb2.ApplyTopologyRequest, context: Any) -> pce_pb2.ApplyTopologyResponse:
         topo = topolib.from_proto(request.topology)
         async with self.lock:
             affected = self.core.apply_topology(topo)
+            version = self.core.version
             self.persist()
             self.push(affected)
-        await self.program()
-        return pce_pb2.ApplyTopologyResponse(version=self.core.version, affected_naps=len(affected))
+        unconfirmed = await self.program()
+        return pce_pb2.ApplyTopologyResponse(
+            version=version, affected_naps=len(affected), unconfirmed_switch_ids=unconfirmed
+        )
 
     async def UpdateLinkState(
         self, request: pce_pb2.UpdateLinkStateRequest, context: Any
@@ -187,10 +147,19 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
             raise InvalidArgument([FieldViolation("link_id", f"unknown link {request.link_id!r}")])
         async with self.lock:
             affected = self.core.set_link_state(request.link_id, request.up)
+            version = self.core.version
             self.persist("links")
             self.push(affected)
-        await self.program()
-        return pce_pb2.UpdateLinkStateResponse(version=self.core.version, affected_nap_ids=sorted(affected))
+        unconfirmed = await self.program()
+        return pce_pb2.UpdateLinkStateResponse(
+            version=version, affected_nap_ids=sorted(affected), unconfirmed_switch_ids=unconfirmed
+        )
+
+    async def stop_driver(self) -> None:
+        """on_stop hook: stop the switch side, then close the durable store."""
+        await self.stop_switches()
+        if self.store is not None:
+            self.store.close()
 
     async def GetTopology(self, request: pce_pb2.GetTopologyRequest, context: Any) -> pce_pb2.GetTopologyResponse:
         reply = pce_pb2.GetTopologyResponse(topology=topolib.to_proto(self.core.topology), version=self.core.version)
@@ -277,34 +246,6 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
             )
         if len(parts) == 1:
             reply.tree.fid, reply.tree.false_positive_free, reply.tree.lid_table = reply.parts[0].fid, True, parts[0][2]
-        return reply
-
-    # -- switches -------------------------------------------------------------------------------------------------
-    async def ListSwitches(self, request: pce_pb2.ListSwitchesRequest, context: Any) -> pce_pb2.ListSwitchesResponse:
-        rules = self.core.switch_rules()
-        connected = self.driver.connected() if self.driver is not None else {}
-        kind = self.driver.kind if self.driver is not None else "none"
-        reply = pce_pb2.ListSwitchesResponse()
-        for sw in self.core.topology.switches():
-            reply.switches.add(
-                node_id=sw.id, dpid=sw.dpid, connected=sw.dpid in connected, flow_count=len(rules[sw.id]), driver=kind
-            )
-        return reply
-
-    async def ListFlows(self, request: pce_pb2.ListFlowsRequest, context: Any) -> pce_pb2.ListFlowsResponse:
-        node = self.core.topology.nodes.get(request.node_id)
-        if node is None or node.kind != "switch":
-            raise InvalidArgument([FieldViolation("node_id", f"{request.node_id!r} is not a switch of the topology")])
-        rules = self.core.switch_rules()[node.id]
-        reply = pce_pb2.ListFlowsResponse()
-        for r in rules:
-            reply.flows.add(
-                table_id=r.table_id,
-                priority=r.priority,
-                cookie=r.cookie,
-                match=r.match_text(),
-                actions=r.actions_text(),
-            )
         return reply
 
     # -- NAP sessions ---------------------------------------------------------------------------------------------
@@ -521,7 +462,7 @@ def build(ctx: ServiceContext) -> ServiceSpec:
     if settings.fabric == "osken":
         from pce.switch.osken_driver import OskenDriver
 
-        driver = OskenDriver(settings.openflow_host, settings.openflow_port)
+        driver = OskenDriver(settings.openflow_host, settings.openflow_port, audit_interval_s=settings.audit_interval_s)
     elif settings.fabric == "emulated":
         from pce.switch.emulated import EmulatedDriver
 
@@ -535,6 +476,9 @@ def build(ctx: ServiceContext) -> ServiceSpec:
     for nap, (version, digest) in restored_sessions.items():
         servicer.sessions.restore(nap, version, digest)
     servicer.store = store
+    servicer.port_up_hold_s = settings.port_up_hold_s
+    if settings.report_to_clmc:
+        servicer.events = ConfigEventPublisher(lambda: ctx.channel_to("clmc"))
     return ServiceSpec(
         "flame.pce.v1.PceService",
         servicer,
