@@ -6,7 +6,7 @@ Keys (values: protobuf messages from our contracts where one exists, else a smal
 |---|---|
 | ``format`` | ``{"v": 1}``: the layout version; an unknown one stops the PCE instead of misreading state |
 | ``topology`` | ``flame.pce.v1.Topology`` as applied (ApplyTopology or the topology file), every link up |
-| ``links/<link id>`` | ``{"v": 1, "down": true}`` for every link that is down now (RPC or switch port status) |
+| ``links/<link id>`` | ``{"v": 1, "down": true, "by": "operator" or "switch"}`` for every link down now |
 | ``lids`` | ``{"v": 1, "bits": [...], "tables": [{"lids": [[from, to, hex]], "ilids": {nap: hex}}]}`` |
 | ``registrations/<fqdn>/<nap>`` | ``flame.pce.v1.FqdnRegistration`` (owner, source, time) |
 | ``authority`` | ``{"v": 1, "claims": {zone: owner}, "delegations": {zone: [subjects]}}`` (SFR-21) |
@@ -78,7 +78,11 @@ def _topology(core: PceCore) -> dict[str, bytes]:
 
 
 def _links(core: PceCore) -> dict[str, bytes]:
-    return {f"links/{lk.id}": _doc(down=True) for lk in core.topology.links.values() if lk.down}
+    return {
+        f"links/{lk.id}": _doc(down=True, by="operator" if lk.id in core.admin_down else "switch")
+        for lk in core.topology.links.values()
+        if lk.down
+    }
 
 
 def _lids(core: PceCore) -> dict[str, bytes]:
@@ -179,15 +183,19 @@ def load(store: StateStore) -> Restored:
     if "topology" in raw:
         msg = topology_pb2.Topology.FromString(raw["topology"])
         topo = topolib.from_proto(msg)
+        admin = set()
         for key in (k for k in raw if k.startswith("links/")):
-            link_id = key.removeprefix("links/")
-            if link_id in topo.links and _undoc(key, raw[key]).get("down"):
+            link_id, doc = key.removeprefix("links/"), _undoc(key, raw[key])
+            if link_id in topo.links and doc.get("down"):
                 topo = topo.with_link_state(link_id, up=False)
+                if doc.get("by", "operator") == "operator":
+                    admin.add(link_id)
         plan = _decode_plan(raw["lids"], topo) if "lids" in raw else None
         out.lids_restored = plan is not None
         if plan is None:
             log.warning("stored LIDs do not fit the stored topology; recomputed")
         core.apply_topology(topo, plan)
+        core.admin_down = admin
     registry = Registry()
     if "authority" in raw:
         doc = _undoc("authority", raw["authority"])

@@ -147,6 +147,10 @@ class PceServicer(SwitchControl, pce_pb2_grpc.PceServiceServicer):
             raise InvalidArgument([FieldViolation("link_id", f"unknown link {request.link_id!r}")])
         async with self.lock:
             affected = self.core.set_link_state(request.link_id, request.up)
+            if request.up:
+                self.core.admin_down.discard(request.link_id)
+            else:
+                self.core.admin_down.add(request.link_id)
             version = self.core.version
             self.persist("links")
             self.push(affected)

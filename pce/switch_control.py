@@ -90,7 +90,7 @@ class SwitchControl:
             self._spawn(self.port_status(dpid, port, False))
             return
         link = self._link_at(dpid, port)
-        if link is None or not link.down:
+        if link is None or not link.down or link.id in self.core.admin_down:
             return
         loop = asyncio.get_running_loop()
         pending[(dpid, port)] = loop.call_later(
@@ -114,6 +114,9 @@ class SwitchControl:
         self.__dict__.setdefault("_pending_up", {}).pop((dpid, port), None)
         link = self._link_at(dpid, port)
         if link is None or link.down == (not up):
+            return
+        if up and link.id in self.core.admin_down:
+            log.info("port up on an administratively down link: stays down", extra={"fields": {"link": link.id}})
             return
         async with self.lock:
             affected = self.core.set_link_state(link.id, up)
