@@ -22,6 +22,7 @@ apart from the store it is given.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -98,8 +99,9 @@ def _lids(core: PceCore) -> dict[str, bytes]:
     return {"lids": _doc(bits=list(core.plan.bits_per_lid), tables=tables)}
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def encode_registration(reg: Registration) -> bytes:
-    """The stored form of one registration."""
+    """The stored form of one registration (cached: every sync compares all registrations)."""
     msg = routing_pb2.FqdnRegistration(
         fqdn=reg.fqdn, nap_id=reg.nap_id, owner=reg.owner, endpoint_id=reg.endpoint_id, source=_SOURCES[reg.source]
     )

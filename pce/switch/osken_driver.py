@@ -71,6 +71,11 @@ class _Switch:
     auditing: bool = False
     ports: dict[int, bool] = field(default_factory=dict)
     n_tables: int = 0
+    #: One diff at a time per switch (apply and audit repairs run in different threads).
+    sync_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Bumped by every diff; a flow-stats read that overlapped one is stale and discarded.
+    generation: int = 0
+    audit_generation: int = 0
 
 
 class OskenDriver:
@@ -152,7 +157,12 @@ class OskenDriver:
         return out
 
     def _sync(self, dpid: int, sw: _Switch) -> int:
+        with sw.sync_lock:
+            return self._sync_locked(dpid, sw)
+
+    def _sync_locked(self, dpid: int, sw: _Switch) -> int:
         with self.lock:
+            sw.generation += 1
             if dpid not in self.desired:
                 return 0  # nothing proven unwanted: a switch the topology does not know is left alone
             want = self.desired[dpid]
@@ -170,6 +180,7 @@ class OskenDriver:
         with self.lock:
             failed = {int(e.request.split()[2], 16) for e in list(sw.errors)[before:] if e.request.startswith("add")}
             sw.installed = (sw.installed - set(deletes)) | ({r.cookie for r in adds} - failed)
+            sw.generation += 1
             self.flow_mods_sent += len(deletes) + len(adds)
         return len(deletes) + len(adds)
 
@@ -266,6 +277,8 @@ class OskenDriver:
         self._request_flows(sw)
 
     def _request_flows(self, sw: _Switch) -> None:
+        with self.lock:
+            sw.audit_generation = sw.generation
         dp = sw.datapath
         parser, ofp = dp.ofproto_parser, dp.ofproto
         dp.send_msg(
@@ -306,6 +319,9 @@ class OskenDriver:
                 return
             held = set(sw.stats)
             first = not sw.synced.is_set()
+            if not first and sw.audit_generation != sw.generation:
+                sw.auditing = False  # a diff ran while the switch was read: the read is stale, the next audit counts
+                return
             sw.held, sw.last_audit, sw.last_audit_wall, sw.installed = len(held), self.clock(), time.time(), held
             want = self.desired.get(dp.id)
             need = first or (want is not None and held != set(want))
