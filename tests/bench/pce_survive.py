@@ -43,7 +43,7 @@ async def restart_figures(quick: bool) -> list[Figure]:
     """Failed requests while the PCE restarts under traffic vs the same traffic without a restart."""
     from tests.support.nap_ovs import ovs_edge
 
-    size, n, rounds = 4096, (150 if quick else 300), (1 if quick else 3)
+    size, n, rounds, batch = 4096, (150 if quick else 300), (1 if quick else 3), 20
     paths = [f"/bytes/{size}?r={i}" for i in range(n)]
     with tempfile.TemporaryDirectory(prefix="flame-bench-restart-") as tmp:
         group = ProcessGroup(Path(tmp))
@@ -54,43 +54,60 @@ async def restart_figures(quick: bool) -> list[Figure]:
                     while VOD not in edge.processes[c].status().get("routes", []):
                         await asyncio.sleep(0.1)
                 fabric = edge.fabric
-                steady, during, restart_s = [], [], []
+                steady, during, restart_s, sent = [], [], [], []
                 for _ in range(rounds):
                     results = await asyncio.gather(
                         *[asyncio.to_thread(edge.client, c, VOD, paths, n, 2) for c in CLIENTS]
                     )
                     steady.append(sum(_failed(r, size) for r in results))
-                    started = threading.Event()
-
-                    def restart(started: threading.Event = started) -> None:
-                        started.wait(30)
-                        time.sleep(0.3)
-                        t = time.perf_counter()
-                        fabric.procs.stop(fabric.pce)
-                        fabric.channel.close()
-                        fabric.start_pce()
-                        fabric.wait_switches()
-                        restart_s.append(time.perf_counter() - t)
-
-                    restarter = threading.Thread(target=restart)
+                    window = _Window()
+                    restarter = threading.Thread(target=_restart, args=(fabric, window, restart_s))
                     restarter.start()
 
-                    def traffic(c: str, started: threading.Event = started) -> dict[str, Any]:
-                        started.set()
-                        return edge.client(c, VOD, paths, n, 2)  # type: ignore[no-any-return]
+                    def traffic(c: str, window: _Window = window) -> tuple[int, int]:
+                        failed = total = 0
+                        window.started.set()
+                        while not window.done.is_set():  # batches until the PCE is back, then one more
+                            r = edge.client(c, VOD, paths[:batch], batch, 2)
+                            failed, total = failed + _failed(r, size), total + batch
+                        r = edge.client(c, VOD, paths[:batch], batch, 2)
+                        return failed + _failed(r, size), total + batch
 
-                    results = await asyncio.gather(*[asyncio.to_thread(traffic, c) for c in CLIENTS])
+                    counts = await asyncio.gather(*[asyncio.to_thread(traffic, c) for c in CLIENTS])
                     await asyncio.to_thread(restarter.join, 120)
-                    during.append(sum(_failed(r, size) for r in results))
+                    during.append(sum(f for f, _ in counts))
+                    sent.append(sum(t for _, t in counts))
         finally:
             group.stop_all()
     cond = (
-        f"{len(CLIENTS)} client NAPs x {n} GETs of {size} B (2 connections each) to an origin behind nap-dc, NAP "
-        f"agents as own processes on real OVS; the PCE process is stopped and started on its embedded store "
-        f"mid-traffic (restart + switch resync {statistics.median(restart_s):.1f} s); failed = non-200 or body not "
-        f"byte-exact; baseline = the same traffic with no restart; sum over {rounds} round(s)"
+        f"{len(CLIENTS)} client NAPs sending GETs of {size} B (2 connections each, batches of {batch}) to an origin "
+        f"behind nap-dc, NAP agents as own processes on real OVS, without pause from before the PCE process is "
+        f"stopped until after it was started again on its embedded store and every switch resynced "
+        f"({statistics.median(restart_s):.1f} s; {sum(sent)} requests in that window); failed = non-200 or body "
+        f"not byte-exact; baseline = {len(CLIENTS)} x {n} GETs with no restart; sum over {rounds} round(s)"
     )
     return [Figure("restart_requests_failed", float(sum(during)), "requests", float(sum(steady)), "<= 0", cond)]
+
+
+class _Window:
+    """The restart window: traffic starts, then the PCE is stopped; ``done`` once it is back with switches synced."""
+
+    def __init__(self) -> None:
+        self.started, self.done = threading.Event(), threading.Event()
+
+
+def _restart(fabric: Any, window: _Window, took: list[float]) -> None:
+    try:
+        window.started.wait(30)
+        time.sleep(0.3)
+        t = time.perf_counter()
+        fabric.procs.stop(fabric.pce)
+        fabric.channel.close()
+        fabric.start_pce()
+        fabric.wait_switches()
+        took.append(time.perf_counter() - t)
+    finally:
+        window.done.set()
 
 
 def resync_figures(quick: bool) -> list[Figure]:
