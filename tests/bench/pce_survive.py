@@ -54,12 +54,13 @@ async def restart_figures(quick: bool) -> list[Figure]:
                     while VOD not in edge.processes[c].status().get("routes", []):
                         await asyncio.sleep(0.1)
                 fabric = edge.fabric
-                steady, during, restart_s, sent = [], [], [], []
+                steady, during, restart_s, sent, repushed = [], [], [], [], []
                 for _ in range(rounds):
                     results = await asyncio.gather(
                         *[asyncio.to_thread(edge.client, c, VOD, paths, n, 2) for c in CLIENTS]
                     )
                     steady.append(sum(_failed(r, size) for r in results))
+                    before = {c: edge.processes[c].status()["snapshot_version"] for c in (*CLIENTS, "nap-dc")}
                     window = _Window()
                     restarter = threading.Thread(target=_restart, args=(fabric, window, restart_s))
                     restarter.start()
@@ -77,6 +78,9 @@ async def restart_figures(quick: bool) -> list[Figure]:
                     await asyncio.to_thread(restarter.join, 120)
                     during.append(sum(f for f, _ in counts))
                     sent.append(sum(t for _, t in counts))
+                    await asyncio.sleep(6)  # NAP sessions reconnect (backoff up to 5 s); a re-push would show here
+                    after = {c: edge.processes[c].status()["snapshot_version"] for c in before}
+                    repushed.append(sum(1 for c in before if after[c] != before[c]))
         finally:
             group.stop_all()
     cond = (
@@ -84,7 +88,8 @@ async def restart_figures(quick: bool) -> list[Figure]:
         f"behind nap-dc, NAP agents as own processes on real OVS, without pause from before the PCE process is "
         f"stopped until after it was started again on its embedded store and every switch resynced "
         f"({statistics.median(restart_s):.1f} s; {sum(sent)} requests in that window); failed = non-200 or body "
-        f"not byte-exact; baseline = {len(CLIENTS)} x {n} GETs with no restart; sum over {rounds} round(s)"
+        f"not byte-exact; baseline = {len(CLIENTS)} x {n} GETs with no restart; sum over {rounds} round(s); NAPs "
+        f"whose snapshot version changed across the restart (a re-push): {sum(repushed)} of {len(CLIENTS) + 1}"
     )
     return [Figure("restart_requests_failed", float(sum(during)), "requests", float(sum(steady)), "<= 0", cond)]
 
