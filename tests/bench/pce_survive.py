@@ -54,7 +54,11 @@ async def restart_figures(quick: bool) -> list[Figure]:
                     while VOD not in edge.processes[c].status().get("routes", []):
                         await asyncio.sleep(0.1)
                 fabric = edge.fabric
-                steady, during, restart_s, sent, repushed = [], [], [], [], []
+                steady: list[int] = []
+                during: list[int] = []
+                restart_s: list[float] = []
+                sent: list[int] = []
+                repushed: list[int] = []
                 for _ in range(rounds):
                     results = await asyncio.gather(
                         *[asyncio.to_thread(edge.client, c, VOD, paths, n, 2) for c in CLIENTS]
@@ -121,7 +125,8 @@ def resync_figures(quick: bool) -> list[Figure]:
     from tests.support.ovs import ovs_testbed
 
     repeats = 3 if quick else 7
-    intact, wiped = [], []
+    intact: list[float] = []
+    wiped: list[float] = []
     with tempfile.TemporaryDirectory(prefix="flame-bench-resync-") as tmp:
         group = ProcessGroup(Path(tmp))
         try:
