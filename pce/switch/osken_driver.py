@@ -170,6 +170,13 @@ class OskenDriver:
             adds = [
                 want[c] for c in sorted(set(want) - sw.installed, key=lambda c: (want[c].table_id, -want[c].priority))
             ]
+            unfit = [r for r in adds if sw.n_tables and r.table_id >= sw.n_tables]
+            if unfit:  # the switch said (features reply) it has fewer tables than the pipeline needs
+                adds = [r for r in adds if r not in unfit]
+                sw.degraded = (
+                    f"the pipeline needs table {max(r.table_id for r in unfit)} but the switch has {sw.n_tables} "
+                    f"tables: {len(unfit)} rules not installed"
+                )
             before = len(sw.errors)
         dp = sw.datapath
         for cookie in deletes:
@@ -351,7 +358,7 @@ class OskenDriver:
             before = len(sw.errors)
             sent = self._sync(dpid, sw)
             with self.lock:
-                if len(sw.errors) == before:  # confirmed by the barrier with no error: healthy again
+                if len(sw.errors) == before and "tables" not in sw.degraded:  # confirmed, no error: healthy again
                     sw.retry_at, sw.degraded, sw.retry_delay = 0.0, "", RETRY_START_S
             if sent:
                 self.repairs += 1

@@ -166,3 +166,13 @@ def test_a_switch_without_desired_rules_is_never_wiped() -> None:
     driver.apply({DPID + 1: NEW})  # the topology does not (yet) know this switch
     assert kinds(dp.sent) == []
     assert sw.installed == {r.cookie for r in OLD}
+
+
+def test_rules_for_tables_the_switch_lacks_are_not_sent_and_the_switch_is_degraded() -> None:
+    driver, dp, sw = driver_with([])
+    sw.n_tables = 2  # from the switch's features reply
+    driver.apply({DPID: NEW})
+    sent_tables = {m.table_id for m in dp.sent if isinstance(m, ofproto_v1_3_parser.OFPFlowMod)}
+    assert sent_tables == {0, 1}
+    assert "needs table 2" in driver.status()[DPID]["degraded"]
+    assert sw.installed == {r.cookie for r in NEW if r.table_id < 2}
