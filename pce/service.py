@@ -94,6 +94,8 @@ class PceServicer(SwitchControl, pce_pb2_grpc.PceServiceServicer):
         self.core = core
         #: Writes every accepted change to the durable store before the RPC answers (None: memory only).
         self.persister = persister
+        #: Sections a failed store write left behind (written with the next successful one).
+        self.unpersisted: set[str] = set()
         self.wall = wall
         #: Switch driver (OskenDriver) or None when the PCE only computes.
         self.driver = driver
@@ -123,9 +125,21 @@ class PceServicer(SwitchControl, pce_pb2_grpc.PceServiceServicer):
             self.persister.sessions(pushed)
 
     def persist(self, *sections: str) -> None:
-        """Write the core's state of ``sections`` to the durable store (called under the lock, after the change)."""
-        if self.persister is not None:
-            self.persister.sync(self.core, sections or SECTIONS)
+        """Write the core's state of ``sections`` to the durable store (called under the lock, after the change).
+
+        A store that fails does not turn an applied change into an error answer: the failure is logged and the
+        sections are written with the next change that succeeds (``unpersisted`` until then)."""
+        if self.persister is None:
+            return
+        wanted = set(sections or SECTIONS) | self.unpersisted
+        try:
+            self.persister.sync(self.core, sorted(wanted))
+            self.unpersisted = set()
+        except Exception as exc:  # sqlite3 / OS errors, an etcd outage: the change stands in memory
+            self.unpersisted = wanted
+            log.error(
+                "change applied but not persisted", extra={"fields": {"sections": sorted(wanted), "error": str(exc)}}
+            )
 
     # -- topology -------------------------------------------------------------------------------------------------
     async def ApplyTopology(self, request: pce_pb2.ApplyTopologyRequest, context: Any) -> pce_pb2.ApplyTopologyResponse:

@@ -98,3 +98,27 @@ def test_sfr20_a_store_with_an_unknown_layout_is_refused_not_misread(tmp_path: P
     with pytest.raises(persist.StateFormatError):
         persist.load(store)
     store.close()
+
+
+def test_a_failing_store_never_turns_an_applied_change_into_an_error_and_catches_up(tmp_path: Path) -> None:
+    from flame_control.api.flame.pce.v1 import pce_pb2
+
+    async def scenario() -> None:
+        store = FileStore(tmp_path / "s.db")
+        core = PceCore()
+        core.apply_topology(topolib.load_file(EXAMPLE))
+        p = persist.Persister(store)
+        p.sync(core)
+        s = PceServicer(core, persister=p)
+        store.close()  # every write now fails
+        reply = await s.UpdateLinkState(pce_pb2.UpdateLinkStateRequest(link_id="dc-a", up=False), None)
+        assert reply.version == core.version and down(s, "dc-a")  # applied, answered with its version
+        assert "links" in s.unpersisted
+        p.store = FileStore(tmp_path / "s.db")  # the store is back
+        await s.RegisterFqdn(pce_pb2.RegisterFqdnRequest(fqdn="vod.video.flame.example", nap_id="nap-dc"), None)
+        assert s.unpersisted == set()
+        p.store.close()
+        restored = persist.load(FileStore(tmp_path / "s.db"))
+        assert restored.core.topology.links["dc-a"].down and restored.core.registry.registrations
+
+    asyncio.run(scenario())
