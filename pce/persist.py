@@ -135,9 +135,9 @@ def _section_of(key: str) -> str:
     return key.split("/", 1)[0]
 
 
-def view_digest(view: object) -> str:
-    """A digest of a NAP's view (its snapshot content without the version), stable across processes."""
-    return hashlib.blake2b(repr(view).encode(), digest_size=16).hexdigest()
+def body_digest(body: bytes) -> str:
+    """A digest of a NAP's snapshot content (:func:`pce.convert.snapshot_body`), stable across processes."""
+    return hashlib.blake2b(body, digest_size=16).hexdigest()
 
 
 def file_digest(data: bytes) -> str:

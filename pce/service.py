@@ -22,7 +22,7 @@ from flame_control.runtime.service import ALL_ROLES, AccessRules, Role, ServiceC
 from pce import convert, persist, session_input
 from pce import topology as topolib
 from pce.core import PceCore
-from pce.persist import SECTIONS, Persister, view_digest
+from pce.persist import SECTIONS, Persister, body_digest
 from pce.registry import Registration, check_fqdn
 from pce.sessions import SessionTable
 from pce.store.base import StateStore
@@ -115,10 +115,11 @@ class PceServicer(SwitchControl, pce_pb2_grpc.PceServiceServicer):
             queue = self.queues.get(nap)
             if view is None or queue is None:
                 continue
-            digest = view_digest(view)
+            body = convert.snapshot_body(view)
+            digest = body_digest(body)
             version = self.sessions.offer(nap, view, digest)
             if version is not None:
-                queue.put_nowait(convert.snapshot(version, view))
+                queue.put_nowait(convert.snapshot(version, view, body))
                 pushed[nap] = (version, digest)
                 log.info("snapshot pushed", extra={"fields": {"nap": nap, "version": version}})
         if pushed and self.persister is not None:
