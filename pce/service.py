@@ -326,7 +326,7 @@ class PceServicer(SwitchControl, pce_pb2_grpc.PceServiceServicer):
             if self.queues.get(nap) is not queue:
                 reason = "replaced by a newer session of the same NAP"
             else:
-                failure = await _outcome(reader)
+                failure = await session_input.outcome(reader)
                 if failure is not None:
                     reason = f"bad input: {failure.message}"
                     raise failure
@@ -345,7 +345,7 @@ class PceServicer(SwitchControl, pce_pb2_grpc.PceServiceServicer):
         self, nap: str, requests: AsyncIterator[nap_session_pb2.NapSessionRequest], queue: Any, context: Any
     ) -> None:
         try:
-            async for i, msg in _numbered(requests):
+            async for i, msg in session_input.numbered(requests):
                 kind = session_input.check_message(msg, i)
                 if kind == "ack":
                     self.sessions.ack(nap, msg.ack.version)
@@ -417,24 +417,6 @@ class PceServicer(SwitchControl, pce_pb2_grpc.PceServiceServicer):
         except DomainError as err:
             reply.status.CopyFrom(err.to_status())
         return nap_session_pb2.NapSessionResponse(registration_reply=reply)
-
-
-async def _numbered(
-    requests: AsyncIterator[nap_session_pb2.NapSessionRequest],
-) -> AsyncIterator[tuple[int, nap_session_pb2.NapSessionRequest]]:
-    i = 1  # messages[0] is the Hello
-    async for msg in requests:
-        yield i, msg
-        i += 1
-
-
-async def _outcome(reader: asyncio.Task[None]) -> DomainError | None:
-    """The domain error the request reader ended with (bad input), or None when the NAP closed its side."""
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.wait([reader], timeout=1.0)
-    if reader.done() and not reader.cancelled() and isinstance(reader.exception(), DomainError):
-        return reader.exception()  # type: ignore[return-value]
-    return None
 
 
 def build(ctx: ServiceContext) -> ServiceSpec:
