@@ -132,6 +132,9 @@ class PceCore:
     topology: Topology = EMPTY
     registry: Registry = field(default_factory=Registry)
     version: int = 0
+    #: Links taken down administratively (UpdateLinkState, or down in the applied topology): a switch reporting
+    #: their ports up does not bring them back (issue 13); the others follow their ports.
+    admin_down: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.engine = PathEngine(self.topology)
@@ -163,6 +166,7 @@ class PceCore:
 
         ``plan``: LIDs to use (restored from the durable store, issue 13); default: assigned from the topology."""
         self.topology = topo
+        self.admin_down = {lk.id for lk in topo.links.values() if lk.down}
         self.engine = PathEngine(topo)
         self.plan = plan if plan is not None else lidlib.plan(topo)
         self._ilids.clear()

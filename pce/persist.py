@@ -6,7 +6,7 @@ Keys (values: protobuf messages from our contracts where one exists, else a smal
 |---|---|
 | ``format`` | ``{"v": 1}``: the layout version; an unknown one stops the PCE instead of misreading state |
 | ``topology`` | ``flame.pce.v1.Topology`` as applied (ApplyTopology or the topology file), every link up |
-| ``links/<link id>`` | ``{"v": 1, "down": true}`` for every link that is down now (RPC or switch port status) |
+| ``links/<link id>`` | ``{"v": 1, "down": true, "by": "operator" or "switch"}`` for every link down now |
 | ``lids`` | ``{"v": 1, "bits": [...], "tables": [{"lids": [[from, to, hex]], "ilids": {nap: hex}}]}`` |
 | ``registrations/<fqdn>/<nap>`` | ``flame.pce.v1.FqdnRegistration`` (owner, source, time) |
 | ``authority`` | ``{"v": 1, "claims": {zone: owner}, "delegations": {zone: [subjects]}}`` (SFR-21) |
@@ -22,6 +22,7 @@ apart from the store it is given.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -78,7 +79,11 @@ def _topology(core: PceCore) -> dict[str, bytes]:
 
 
 def _links(core: PceCore) -> dict[str, bytes]:
-    return {f"links/{lk.id}": _doc(down=True) for lk in core.topology.links.values() if lk.down}
+    return {
+        f"links/{lk.id}": _doc(down=True, by="operator" if lk.id in core.admin_down else "switch")
+        for lk in core.topology.links.values()
+        if lk.down
+    }
 
 
 def _lids(core: PceCore) -> dict[str, bytes]:
@@ -94,8 +99,9 @@ def _lids(core: PceCore) -> dict[str, bytes]:
     return {"lids": _doc(bits=list(core.plan.bits_per_lid), tables=tables)}
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def encode_registration(reg: Registration) -> bytes:
-    """The stored form of one registration."""
+    """The stored form of one registration (cached: every sync compares all registrations)."""
     msg = routing_pb2.FqdnRegistration(
         fqdn=reg.fqdn, nap_id=reg.nap_id, owner=reg.owner, endpoint_id=reg.endpoint_id, source=_SOURCES[reg.source]
     )
@@ -129,9 +135,9 @@ def _section_of(key: str) -> str:
     return key.split("/", 1)[0]
 
 
-def view_digest(view: object) -> str:
-    """A digest of a NAP's view (its snapshot content without the version), stable across processes."""
-    return hashlib.blake2b(repr(view).encode(), digest_size=16).hexdigest()
+def body_digest(body: bytes) -> str:
+    """A digest of a NAP's snapshot content (:func:`pce.convert.snapshot_body`), stable across processes."""
+    return hashlib.blake2b(body, digest_size=16).hexdigest()
 
 
 def file_digest(data: bytes) -> str:
@@ -179,15 +185,19 @@ def load(store: StateStore) -> Restored:
     if "topology" in raw:
         msg = topology_pb2.Topology.FromString(raw["topology"])
         topo = topolib.from_proto(msg)
+        admin = set()
         for key in (k for k in raw if k.startswith("links/")):
-            link_id = key.removeprefix("links/")
-            if link_id in topo.links and _undoc(key, raw[key]).get("down"):
+            link_id, doc = key.removeprefix("links/"), _undoc(key, raw[key])
+            if link_id in topo.links and doc.get("down"):
                 topo = topo.with_link_state(link_id, up=False)
+                if doc.get("by", "operator") == "operator":
+                    admin.add(link_id)
         plan = _decode_plan(raw["lids"], topo) if "lids" in raw else None
         out.lids_restored = plan is not None
         if plan is None:
             log.warning("stored LIDs do not fit the stored topology; recomputed")
         core.apply_topology(topo, plan)
+        core.admin_down = admin
     registry = Registry()
     if "authority" in raw:
         doc = _undoc("authority", raw["authority"])

@@ -15,19 +15,21 @@ from google.rpc import status_pb2
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from flame_control.api.flame.pce.v1 import nap_session_pb2, pce_pb2, pce_pb2_grpc
+from flame_control.clmc_events import ConfigEventPublisher
 from flame_control.runtime.auth import principal_from_context
 from flame_control.runtime.errors import DomainError, FieldViolation, InvalidArgument, Violations
 from flame_control.runtime.service import ALL_ROLES, AccessRules, Role, ServiceContext, ServiceSpec
 from pce import convert, persist, session_input
 from pce import topology as topolib
 from pce.core import PceCore
-from pce.persist import SECTIONS, Persister, view_digest
+from pce.persist import SECTIONS, Persister, body_digest
 from pce.registry import Registration, check_fqdn
 from pce.replica import Replica
 from pce.sessions import SessionTable
 from pce.store.base import StateStore
 from pce.store.etcd_store import EtcdStore
 from pce.store.file_store import FileStore
+from pce.switch_control import PORT_UP_HOLD_S, SwitchControl
 
 log = logging.getLogger("flame.pce")
 
@@ -102,12 +104,19 @@ class Settings(BaseModel):
             raise ValueError("store etcd needs etcd_endpoints (store.endpoints) and advertise_address")
         return self
 
+    #: Seconds between audits of each switch's flows (flow stats; drift such as a hand-deleted flow is repaired
+    #: within one period; fabric "osken"; 0 = no periodic audit).
+    audit_interval_s: float = 10.0
+    #: A switch port must stay up this long before its link carries routes again (hold-down against flapping).
+    port_up_hold_s: float = PORT_UP_HOLD_S
+    #: Send switch errors to the CLMC as config events.
+    report_to_clmc: bool = True
     #: Where the os-ken OpenFlow controller listens (fabric "osken").
     openflow_host: str = "127.0.0.1"
     openflow_port: int = 6653
 
 
-class PceServicer(pce_pb2_grpc.PceServiceServicer):
+class PceServicer(SwitchControl, pce_pb2_grpc.PceServiceServicer):
     """PceService: validates requests, calls the core, pushes changed views to NAP sessions."""
 
     def __init__(
@@ -121,6 +130,8 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
         self.core = core
         #: Writes every accepted change to the durable store before the RPC answers (None: memory only).
         self.persister = persister
+        #: Sections a failed store write left behind (written with the next successful one).
+        self.unpersisted: set[str] = set()
         self.wall = wall
         #: Switch driver (OskenDriver) or None when the PCE only computes.
         self.driver = driver
@@ -153,47 +164,32 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
             queue = self.queues.get(nap)
             if view is None or queue is None:
                 continue
-            digest = view_digest(view)
+            body = convert.snapshot_body(view)
+            digest = body_digest(body)
             version = self.sessions.offer(nap, view, digest)
             if version is not None:
-                queue.put_nowait(convert.snapshot(version, view))
+                queue.put_nowait(convert.snapshot(version, view, body))
                 pushed[nap] = (version, digest)
                 log.info("snapshot pushed", extra={"fields": {"nap": nap, "version": version}})
         if pushed and self.persister is not None:
             self.persister.sessions(pushed)
 
     def persist(self, *sections: str) -> None:
-        """Write the core's state of ``sections`` to the durable store (called under the lock, after the change)."""
-        if self.persister is not None and self.leads():
-            self.persister.sync(self.core, sections or SECTIONS)
+        """Write the core's state of ``sections`` to the durable store (called under the lock, after the change).
 
-    # -- switch programming ---------------------------------------------------------------------------------------
-    async def program(self) -> None:
-        """Push the desired rules of every switch to the driver (diff-based; returns after the barriers)."""
-        if self.driver is None or (self.driver.kind != "emulated" and not self.leads()):
-            return  # followers leave real switches to the leader; an emulated fabric is this process's own
-        by_dpid = {self.core.topology.nodes[n].dpid: rules for n, rules in self.core.switch_rules().items()}
-        if self.driver.kind == "emulated":
-            self.driver.topology_changed()
-            self.driver.apply(by_dpid)
-        else:
-            await asyncio.to_thread(self.driver.apply, by_dpid)
-
-    async def start_driver(self) -> None:
-        """on_start hook: start the OpenFlow controller and program the switches once they connect."""
-        self.loop = asyncio.get_running_loop()
-        if self.driver is None:
-            if self.replica is not None:
-                await self.replica.start(self.store_revision)
+        A store that fails does not turn an applied change into an error answer: the failure is logged and the
+        sections are written with the next change that succeeds (``unpersisted`` until then)."""
+        if self.persister is None or not self.leads():
             return
-        self.driver.set_port_status_handler(self._port_status_from_thread)
-        if self.driver.kind == "emulated":
-            await self.driver.listen()
-        else:
-            await asyncio.to_thread(self.driver.start)
-        await self.program()
-        if self.replica is not None:
-            await self.replica.start(self.store_revision)
+        wanted = set(sections or SECTIONS) | self.unpersisted
+        try:
+            self.persister.sync(self.core, sorted(wanted))
+            self.unpersisted = set()
+        except Exception as exc:  # sqlite3 / OS errors, an etcd outage: the change stands in memory
+            self.unpersisted = wanted
+            log.error(
+                "change applied but not persisted", extra={"fields": {"sections": sorted(wanted), "error": str(exc)}}
+            )
 
     async def lead(self, generation: int, configure: Callable[[PceCore], set[str]]) -> None:
         """This replica was elected (store etcd, pce/replica.py): apply configuration, persist, take the switches."""
@@ -204,46 +200,19 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
             await asyncio.to_thread(self.driver.take_role, generation)
         await self.program()
 
-    async def stop_driver(self) -> None:
-        """on_stop hook: close the emulated fabric's socket (os-ken threads end with the process) and the store."""
-        if self.driver is not None and self.driver.kind == "emulated":
-            self.driver.close()
-        if self.replica is not None:
-            await self.replica.stop()
-        if self.store is not None:
-            self.store.close()
-
-    def _port_status_from_thread(self, dpid: int, port: int, up: bool) -> None:
-        if self.loop is not None:
-            self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self.port_status(dpid, port, up)))
-
-    async def port_status(self, dpid: int, port: int, up: bool) -> None:
-        """A switch reported a port change: the link on that port goes down/up (SFR-13)."""
-        switch = next((n for n in self.core.topology.switches() if n.dpid == dpid), None)
-        if switch is None or not self.leads():
-            return
-        link = next((lk for lk in self.core.topology.links.values() if (switch.id, port) in (lk.a, lk.b)), None)
-        if link is None or link.down == (not up):
-            return
-        async with self.lock:
-            affected = self.core.set_link_state(link.id, up)
-            self.persist("links")
-            self.push(affected)
-        log.info(
-            "link state from switch", extra={"fields": {"link": link.id, "up": up, "affected_naps": len(affected)}}
-        )
-        await self.program()
-
     # -- topology -------------------------------------------------------------------------------------------------
     async def ApplyTopology(self, request: pce_pb2.ApplyTopologyRequest, context: Any) -> pce_pb2.ApplyTopologyResponse:
         self.writable()
         topo = topolib.from_proto(request.topology)
         async with self.lock:
             affected = self.core.apply_topology(topo)
+            version = self.core.version
             self.persist()
             self.push(affected)
-        await self.program()
-        return pce_pb2.ApplyTopologyResponse(version=self.core.version, affected_naps=len(affected))
+        unconfirmed = await self.program()
+        return pce_pb2.ApplyTopologyResponse(
+            version=version, affected_naps=len(affected), unconfirmed_switch_ids=unconfirmed
+        )
 
     async def UpdateLinkState(
         self, request: pce_pb2.UpdateLinkStateRequest, context: Any
@@ -253,10 +222,25 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
         self.writable()
         async with self.lock:
             affected = self.core.set_link_state(request.link_id, request.up)
+            if request.up:
+                self.core.admin_down.discard(request.link_id)
+            else:
+                self.core.admin_down.add(request.link_id)
+            version = self.core.version
             self.persist("links")
             self.push(affected)
-        await self.program()
-        return pce_pb2.UpdateLinkStateResponse(version=self.core.version, affected_nap_ids=sorted(affected))
+        unconfirmed = await self.program()
+        return pce_pb2.UpdateLinkStateResponse(
+            version=version, affected_nap_ids=sorted(affected), unconfirmed_switch_ids=unconfirmed
+        )
+
+    async def stop_driver(self) -> None:
+        """on_stop hook: stop the switch side, then close the durable store."""
+        await self.stop_switches()
+        if self.replica is not None:
+            await self.replica.stop()
+        if self.store is not None:
+            self.store.close()
 
     async def GetTopology(self, request: pce_pb2.GetTopologyRequest, context: Any) -> pce_pb2.GetTopologyResponse:
         reply = pce_pb2.GetTopologyResponse(topology=topolib.to_proto(self.core.topology), version=self.core.version)
@@ -347,34 +331,6 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
             reply.tree.fid, reply.tree.false_positive_free, reply.tree.lid_table = reply.parts[0].fid, True, parts[0][2]
         return reply
 
-    # -- switches -------------------------------------------------------------------------------------------------
-    async def ListSwitches(self, request: pce_pb2.ListSwitchesRequest, context: Any) -> pce_pb2.ListSwitchesResponse:
-        rules = self.core.switch_rules()
-        connected = self.driver.connected() if self.driver is not None else {}
-        kind = self.driver.kind if self.driver is not None else "none"
-        reply = pce_pb2.ListSwitchesResponse()
-        for sw in self.core.topology.switches():
-            reply.switches.add(
-                node_id=sw.id, dpid=sw.dpid, connected=sw.dpid in connected, flow_count=len(rules[sw.id]), driver=kind
-            )
-        return reply
-
-    async def ListFlows(self, request: pce_pb2.ListFlowsRequest, context: Any) -> pce_pb2.ListFlowsResponse:
-        node = self.core.topology.nodes.get(request.node_id)
-        if node is None or node.kind != "switch":
-            raise InvalidArgument([FieldViolation("node_id", f"{request.node_id!r} is not a switch of the topology")])
-        rules = self.core.switch_rules()[node.id]
-        reply = pce_pb2.ListFlowsResponse()
-        for r in rules:
-            reply.flows.add(
-                table_id=r.table_id,
-                priority=r.priority,
-                cookie=r.cookie,
-                match=r.match_text(),
-                actions=r.actions_text(),
-            )
-        return reply
-
     # -- NAP sessions ---------------------------------------------------------------------------------------------
     async def ListNapSessions(
         self, request: pce_pb2.ListNapSessionsRequest, context: Any
@@ -437,7 +393,7 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
             if self.queues.get(nap) is not queue:
                 reason = "replaced by a newer session of the same NAP"
             else:
-                failure = await _outcome(reader)
+                failure = await session_input.outcome(reader)
                 if failure is not None:
                     reason = f"bad input: {failure.message}"
                     raise failure
@@ -456,7 +412,7 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
         self, nap: str, requests: AsyncIterator[nap_session_pb2.NapSessionRequest], queue: Any, context: Any
     ) -> None:
         try:
-            async for i, msg in _numbered(requests):
+            async for i, msg in session_input.numbered(requests):
                 kind = session_input.check_message(msg, i)
                 if kind == "ack":
                     self.sessions.ack(nap, msg.ack.version)
@@ -531,24 +487,6 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
         return nap_session_pb2.NapSessionResponse(registration_reply=reply)
 
 
-async def _numbered(
-    requests: AsyncIterator[nap_session_pb2.NapSessionRequest],
-) -> AsyncIterator[tuple[int, nap_session_pb2.NapSessionRequest]]:
-    i = 1  # messages[0] is the Hello
-    async for msg in requests:
-        yield i, msg
-        i += 1
-
-
-async def _outcome(reader: asyncio.Task[None]) -> DomainError | None:
-    """The domain error the request reader ended with (bad input), or None when the NAP closed its side."""
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.wait([reader], timeout=1.0)
-    if reader.done() and not reader.cancelled() and isinstance(reader.exception(), DomainError):
-        return reader.exception()  # type: ignore[return-value]
-    return None
-
-
 def open_store(settings: Settings, state_dir: Path) -> StateStore:
     """The configured durable store: the embedded file, or etcd (shared by replicas)."""
     if settings.store == "etcd":
@@ -609,7 +547,7 @@ def build(ctx: ServiceContext) -> ServiceSpec:
     if settings.fabric == "osken":
         from pce.switch.osken_driver import OskenDriver
 
-        driver = OskenDriver(settings.openflow_host, settings.openflow_port)
+        driver = OskenDriver(settings.openflow_host, settings.openflow_port, audit_interval_s=settings.audit_interval_s)
     elif settings.fabric == "emulated":
         from pce.switch.emulated import EmulatedDriver
 
@@ -635,6 +573,9 @@ def build(ctx: ServiceContext) -> ServiceSpec:
                 generation, lambda core: apply_config(core, settings, restored.topology_file_sha256, persister)
             ),
         )
+    servicer.port_up_hold_s = settings.port_up_hold_s
+    if settings.report_to_clmc:
+        servicer.events = ConfigEventPublisher(lambda: ctx.channel_to("clmc"))
     return ServiceSpec(
         "flame.pce.v1.PceService",
         servicer,

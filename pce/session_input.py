@@ -6,13 +6,15 @@ Field paths name the message by its position in the stream (``messages[3].ack``)
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
 from flame_control.api.flame.pce.v1 import nap_session_pb2
-from flame_control.runtime.errors import FieldViolation, InvalidArgument, Violations
+from flame_control.runtime.errors import DomainError, FieldViolation, InvalidArgument, Violations
 from pce.registry import fqdn_problem, normalise_fqdn
 from pce.topology import Node
 
@@ -72,3 +74,22 @@ def check_message(msg: nap_session_pb2.NapSessionRequest, index: int) -> str:
     if kind not in _LATER_KINDS:
         raise InvalidArgument([FieldViolation(f"messages[{index}]", f"must set one of {', '.join(_LATER_KINDS)}")])
     return kind
+
+
+async def numbered(
+    requests: AsyncIterator[nap_session_pb2.NapSessionRequest],
+) -> AsyncIterator[tuple[int, nap_session_pb2.NapSessionRequest]]:
+    """The messages after the Hello with their stream positions (messages[0] is the Hello)."""
+    i = 1
+    async for msg in requests:
+        yield i, msg
+        i += 1
+
+
+async def outcome(reader: asyncio.Task[None]) -> DomainError | None:
+    """The domain error the request reader ended with (bad input), or None when the NAP closed its side."""
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait([reader], timeout=1.0)
+    if reader.done() and not reader.cancelled() and isinstance(reader.exception(), DomainError):
+        return reader.exception()  # type: ignore[return-value]
+    return None

@@ -1,5 +1,6 @@
 """PCE benchmarks (`flame bench pce [--quick] [--json FILE]`): our path engine vs a networkx baseline, reconvergence
-after a link failure with 1,000 NAPs, ResolvePath rate vs an empty RPC, and false-positive-free FID capacity (SFR-8).
+after a link failure with 1,000 NAPs, ResolvePath rate vs an empty RPC, false-positive-free FID capacity (SFR-8), and
+on real OVS the single PCE's restart under HTTP traffic and switch resync (issue 13, tests/bench/pce_survive.py).
 
 Side by side in one run; medians over repeats. Figures that need parts not built yet (flow-mods into OVS through the
 os-ken driver) are not reported.
@@ -411,5 +412,18 @@ def run(quick: bool) -> list[Figure]:
         30 if quick else 100,
     )
     figures += flowmod_figures(quick)
+    figures += survive_figures(quick)
     figures += failover_figures(quick)
     return figures
+
+
+def survive_figures(quick: bool) -> list[Figure]:
+    """restart_requests_failed and resync_ms_integration on real OVS (issue 13; root)."""
+    from tests.bench.pce_survive import restart_figures, resync_figures
+    from tests.support.ovs import available
+
+    reason = available()
+    if reason:
+        print(f"restart_requests_failed, resync_ms_integration skipped: {reason}")
+        return []
+    return resync_figures(quick) + asyncio.run(restart_figures(quick))
