@@ -7,6 +7,7 @@ import struct
 
 from flame_control.api.flame.pce.v1 import nap_session_pb2, routing_pb2
 from flame_control.icn import fid as fidlib
+from flame_control.runtime.errors import FieldViolation, InvalidArgument
 from pce.core import NapView, PceCore, Route, parse_constraints
 from pce.paths import Constraints
 from pce.registry import Registration
@@ -29,8 +30,12 @@ def constraints(msg: routing_pb2.PathConstraints, core: PceCore, prefix: str = "
     origin = None
     if msg.geo.HasField("origin"):
         origin = (msg.geo.origin.latitude, msg.geo.origin.longitude)
+    if msg.metric not in _METRICS:  # an unknown enum number is refused, not read as the default (issue 13)
+        raise InvalidArgument(
+            [FieldViolation(f"{prefix}.metric", f"unknown metric {msg.metric}; use METRIC_HOPS, _WEIGHTED or _LATENCY")]
+        )
     return parse_constraints(
-        metric=_METRICS.get(msg.metric, "hops"),
+        metric=_METRICS[msg.metric],
         traffic_class=msg.traffic_class,
         region=msg.geo.region,
         max_distance_km=msg.geo.max_distance_km,
@@ -161,18 +166,26 @@ def _ilid_parts(ilids: tuple[int, ...]) -> tuple[bytes, bytes]:
     return first, every
 
 
-def snapshot(version: int, view: NapView) -> nap_session_pb2.NapSessionResponse:
-    """A Snapshot message for one NAP: every route with its FIDs and LID tables (the flow-label values the NAP puts
-    on its frames; in Bloom mode a FID is only leak-free in its own table).
-
-    Encoded on the wire format directly from fragments cached per route and per iLID tuple, then parsed once: the
-    same message the field-by-field builder makes (tests/unit/pce/test_sessions.py compares them), several times
-    faster."""
+def snapshot_body(view: NapView) -> bytes:
+    """The wire encoding of a NAP's Snapshot without its version field: what :func:`snapshot` sends after the version
+    (and what the PCE digests to tell whether a NAP already has this content)."""
     first, every = _ilid_parts(view.ilids)
-    parts = [b"\x08" + _uvarint(version) if version else b"", first]
+    parts = [first]
     for fqdn, routes in view.routes:
         parts.append(_field(b"\x1a", _string_field(b"\x0a", fqdn) + b"".join([_route_field(r) for r in routes])))
     for f in view.local_fqdns:
         parts.append(_string_field(b"\x22", f))
     parts.append(every)
-    return nap_session_pb2.NapSessionResponse.FromString(_field(b"\x0a", b"".join(parts)))
+    return b"".join(parts)
+
+
+def snapshot(version: int, view: NapView, body: bytes | None = None) -> nap_session_pb2.NapSessionResponse:
+    """A Snapshot message for one NAP: every route with its FIDs and LID tables (the flow-label values the NAP puts
+    on its frames; in Bloom mode a FID is only leak-free in its own table).
+
+    Encoded on the wire format directly from fragments cached per route and per iLID tuple, then parsed once: the
+    same message the field-by-field builder makes (tests/unit/pce/test_sessions.py compares them), several times
+    faster. ``body``: :func:`snapshot_body` of ``view`` when the caller already has it."""
+    head = b"\x08" + _uvarint(version) if version else b""
+    payload = head + (snapshot_body(view) if body is None else body)
+    return nap_session_pb2.NapSessionResponse.FromString(_field(b"\x0a", payload))

@@ -132,6 +132,9 @@ class PceCore:
     topology: Topology = EMPTY
     registry: Registry = field(default_factory=Registry)
     version: int = 0
+    #: Links taken down administratively (UpdateLinkState, or down in the applied topology): a switch reporting
+    #: their ports up does not bring them back (issue 13); the others follow their ports.
+    admin_down: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.engine = PathEngine(self.topology)
@@ -158,11 +161,14 @@ class PceCore:
         self._view_links: dict[str, frozenset[str]] = {}
 
     # -- topology -------------------------------------------------------------------------------------------------
-    def apply_topology(self, topo: Topology) -> set[str]:
-        """Replace the topology (already validated); drop registrations behind vanished NAPs; returns affected NAPs."""
+    def apply_topology(self, topo: Topology, plan: lidlib.LidPlan | None = None) -> set[str]:
+        """Replace the topology (already validated); drop registrations behind vanished NAPs; returns affected NAPs.
+
+        ``plan``: LIDs to use (restored from the durable store, issue 13); default: assigned from the topology."""
         self.topology = topo
+        self.admin_down = {lk.id for lk in topo.links.values() if lk.down}
         self.engine = PathEngine(topo)
-        self.plan = lidlib.plan(topo)
+        self.plan = plan if plan is not None else lidlib.plan(topo)
         self._ilids.clear()
         self._routes.clear()
         self._cids = {DEFAULT: 0}
@@ -208,9 +214,9 @@ class PceCore:
         self._forget_fqdn(reg.fqdn)
         return self.refresh(self._interested_in(reg.fqdn) | {reg.nap_id})
 
-    def unregister(self, fqdn: str, nap_id: str) -> set[str]:
-        """Remove a registration; returns affected NAPs."""
-        self.registry.unregister(fqdn, nap_id)
+    def unregister(self, fqdn: str, nap_id: str, subject: str | None = None) -> set[str]:
+        """Remove a registration (``subject``: who asks, None = operator); returns affected NAPs."""
+        self.registry.unregister(fqdn, nap_id, subject)
         self._forget_fqdn(fqdn)
         return self.refresh(self._interested_in(fqdn) | {nap_id})
 
@@ -602,6 +608,11 @@ def parse_constraints(
     v = []
     if not (math.isfinite(max_distance_km) and max_distance_km >= 0):
         v.append(FieldViolation(f"{prefix}.geo.max_distance_km", "must be a finite number >= 0"))
+    if origin is not None:
+        if not -90 <= origin[0] <= 90:  # NaN fails too
+            v.append(FieldViolation(f"{prefix}.geo.origin.latitude", "must be within -90..90"))
+        if not -180 <= origin[1] <= 180:
+            v.append(FieldViolation(f"{prefix}.geo.origin.longitude", "must be within -180..180"))
     for name, ids, known in (
         ("avoid_node_ids", avoid_nodes, known_nodes),
         ("prefer_node_ids", prefer_nodes, known_nodes),

@@ -85,6 +85,11 @@ def plan(topo: Topology, bits_per_lid: tuple[int, ...] = BLOOM_BITS) -> LidPlan:
     return LidPlan(tuple(out), tuple(bits_per_lid))
 
 
+def make_table(index: int, lids: Mapping[Direction, int], ilids: Mapping[str, int]) -> LidTable:
+    """A LID table from given assignments (e.g. restored from the durable store, issue 13)."""
+    return LidTable(index, dict(lids), dict(ilids), _out(lids))
+
+
 def _out(lids: Mapping[Direction, int]) -> dict[str, tuple[tuple[int, str], ...]]:
     grouped: dict[str, list[tuple[int, str]]] = {}
     for (a, b), lid in sorted(lids.items()):

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from flame_control.naming import NameAuthority, check_fqdn, fqdn_problem, normalise_fqdn
-from flame_control.runtime.errors import NotFound
+from flame_control.runtime.errors import NotFound, PermissionDenied
 
 __all__ = ["NameAuthority", "Registration", "Registry", "check_fqdn", "fqdn_problem", "normalise_fqdn"]
 
@@ -59,11 +59,19 @@ class Registry:
         self.registrations[(reg.fqdn, reg.nap_id)] = reg
         return reg
 
-    def unregister(self, fqdn: str, nap_id: str) -> Registration:
-        """Remove one registration; NotFound when absent. The last one under a name releases its claim."""
-        reg = self.registrations.pop((fqdn, nap_id), None)
+    def unregister(self, fqdn: str, nap_id: str, subject: str | None = None) -> Registration:
+        """Remove one registration; NotFound when absent. The last one under a name releases its claim.
+
+        ``subject``: who asks (None: an operator or a component, who may remove any registration). Anyone else must
+        own the registration or the zone governing the name (issue 13: no unregister-then-claim hijack)."""
+        reg = self.registrations.get((fqdn, nap_id))
         if reg is None:
             raise NotFound("registration", f"{fqdn}@{nap_id}")
+        if subject is not None and subject not in (reg.owner, self.authority.owner_of(fqdn)):
+            raise PermissionDenied(
+                f"{fqdn!r} at {nap_id!r} is registered by another subject; only its owner or an operator may remove it"
+            )
+        del self.registrations[(fqdn, nap_id)]
         if not any(f == fqdn for f, _ in self.registrations):
             self.authority.release(fqdn)
         return reg

@@ -6,24 +6,31 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import grpc
 from google.rpc import status_pb2
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from flame_control.api.flame.pce.v1 import nap_session_pb2, pce_pb2, pce_pb2_grpc
+from flame_control.clmc_events import ConfigEventPublisher
 from flame_control.runtime.auth import principal_from_context
 from flame_control.runtime.errors import DomainError, FieldViolation, InvalidArgument, Violations
 from flame_control.runtime.service import ALL_ROLES, AccessRules, Role, ServiceContext, ServiceSpec
-from pce import convert, metrics
+from pce import convert, metrics, persist, session_input
 from pce import topology as topolib
 from pce.core import PceCore
 from pce.identity import certificate_names, check_nap_session, check_registration
+from pce.persist import SECTIONS, Persister, body_digest
 from pce.registry import Registration, check_fqdn
+from pce.replica import Replica
 from pce.sessions import SessionTable
+from pce.store.base import StateStore
+from pce.store.etcd_store import EtcdStore
+from pce.store.file_store import FileStore
+from pce.switch_control import PORT_UP_HOLD_S, SwitchControl
 
 log = logging.getLogger("flame.pce")
 
@@ -35,7 +42,7 @@ ACCESS = AccessRules(
         "ApplyTopology": NETWORK_ADMINS,
         "UpdateLinkState": NETWORK_ADMINS,
         "RegisterFqdn": REGISTRANTS,
-        "UnregisterFqdn": REGISTRANTS,
+        "UnregisterFqdn": REGISTRANTS | {Role.PLATFORM_OPERATOR},
         "NapSession": frozenset({Role.COMPONENT}),
     },
 )
@@ -58,16 +65,74 @@ class Settings(BaseModel):
     #: Emulated fabric: delay every frame by the sum of the configured latencies of the links on its path (so routes
     #: through the core are slower than local ones, as on a real network); off = loopback speed.
     emulated_link_latency: bool = False
+    #: Durable state (issue 13, SFR-20): "file" (the embedded default: a crash-safe SQLite file in the state
+    #: directory, so a restarted PCE resumes with the same topology, LIDs, registrations, link states and versions)
+    #: or "none" (state in memory only).
+    store: Literal["file", "none", "etcd"] = "file"
+    #: File of the "file" store (default: ``<state dir>/pce-state.db``).
+    store_path: Path | None = None
+    #: "etcd" store: the members' client addresses (host:port). With etcd, PCE replicas elect a leader (pce/replica.py):
+    #: the leader programs switches and accepts writes, followers serve reads and NAP sessions. The form
+    #: ``store: {kind: etcd, endpoints: [...], path: ...}`` is accepted too.
+    etcd_endpoints: list[str] = []
+    #: Key prefix of this PCE group's state in etcd.
+    etcd_root: str = "/flame/pce/"
+    #: Name of this replica (default: its advertise address).
+    replica_id: str = ""
+    #: host:port where other replicas and clients reach this replica's gRPC server (required with etcd).
+    advertise_address: str = ""
+    #: Leader lease TTL (s); etcd raises it to 1.5 of its election timeout if lower (docs/pce.md).
+    leader_lease_ttl_s: int = 1
+
+    @model_validator(mode="before")
+    @classmethod
+    def _store_section(cls, data: Any) -> Any:
+        """Accept ``store: {kind, endpoints, path, root}`` as well as the flat fields."""
+        if isinstance(data, dict) and isinstance(data.get("store"), dict):
+            section = dict(data["store"])
+            data = {k: v for k, v in data.items() if k != "store"}
+            data["store"] = section.pop("kind", "file")
+            for key, field in (("endpoints", "etcd_endpoints"), ("path", "store_path"), ("root", "etcd_root")):
+                if key in section:
+                    data[field] = section.pop(key)
+            if section:
+                raise ValueError(f"store: unknown keys {sorted(section)}")
+        return data
+
+    @model_validator(mode="after")
+    def _etcd_needs(self) -> Settings:
+        if self.store == "etcd" and not (self.etcd_endpoints and self.advertise_address):
+            raise ValueError("store etcd needs etcd_endpoints (store.endpoints) and advertise_address")
+        return self
+
+    #: Seconds between audits of each switch's flows (flow stats; drift such as a hand-deleted flow is repaired
+    #: within one period; fabric "osken"; 0 = no periodic audit).
+    audit_interval_s: float = 10.0
+    #: A switch port must stay up this long before its link carries routes again (hold-down against flapping).
+    port_up_hold_s: float = PORT_UP_HOLD_S
+    #: Send switch errors to the CLMC as config events.
+    report_to_clmc: bool = True
     #: Where the os-ken OpenFlow controller listens (fabric "osken").
     openflow_host: str = "127.0.0.1"
     openflow_port: int = 6653
 
 
-class PceServicer(pce_pb2_grpc.PceServiceServicer):
+class PceServicer(SwitchControl, pce_pb2_grpc.PceServiceServicer):
     """PceService: validates requests, calls the core, pushes changed views to NAP sessions."""
 
-    def __init__(self, core: PceCore, clock: Any = time.monotonic, wall: Any = time.time, driver: Any = None) -> None:
+    def __init__(
+        self,
+        core: PceCore,
+        clock: Any = time.monotonic,
+        wall: Any = time.time,
+        driver: Any = None,
+        persister: Persister | None = None,
+    ) -> None:
         self.core = core
+        #: Writes every accepted change to the durable store before the RPC answers (None: memory only).
+        self.persister = persister
+        #: Sections a failed store write left behind (written with the next successful one).
+        self.unpersisted: set[str] = set()
         self.wall = wall
         #: Switch driver (OskenDriver) or None when the PCE only computes.
         self.driver = driver
@@ -76,91 +141,110 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
         self.queues: dict[str, asyncio.Queue[nap_session_pb2.NapSessionResponse | None]] = {}
         self.lock = asyncio.Lock()
         self.stats = metrics.PceStats()
+        #: The durable store behind ``persister`` (closed on stop).
+        self.store: StateStore | None = None
+        #: This process's part in a group of replicas (store "etcd"), or None: a single PCE that always leads.
+        self.replica: Any = None
+        #: Store revision the core was loaded at (replicas follow the store from there).
+        self.store_revision = 0
+
+    def leads(self) -> bool:
+        """True when this PCE may change state and program switches (a single PCE, or the replicas' leader)."""
+        return self.replica is None or bool(self.replica.is_leader)
+
+    def writable(self) -> None:
+        """Raise FAILED_PRECONDITION naming the leader unless this PCE leads (issue 13)."""
+        if self.replica is not None:
+            self.replica.require_leader()
 
     # -- pushes ---------------------------------------------------------------------------------------------------
     def push(self, naps: set[str]) -> None:
         """Queue a new snapshot for every NAP whose view changed (and that may receive one now)."""
+        pushed: dict[str, tuple[int, str]] = {}
         for nap in sorted(naps):
             view = self.core.views.get(nap)
             queue = self.queues.get(nap)
             if view is None or queue is None:
                 continue
-            version = self.sessions.offer(nap, view)
+            body = convert.snapshot_body(view)
+            digest = body_digest(body)
+            version = self.sessions.offer(nap, view, digest)
             if version is not None:
-                queue.put_nowait(convert.snapshot(version, view))
+                queue.put_nowait(convert.snapshot(version, view, body))
+                pushed[nap] = (version, digest)
                 self.stats.snapshots_pushed += 1
                 log.info("snapshot pushed", extra={"fields": {"nap": nap, "version": version}})
+        if pushed and self.persister is not None:
+            self.persister.sessions(pushed)
 
-    # -- switch programming ---------------------------------------------------------------------------------------
-    async def program(self) -> None:
-        """Push the desired rules of every switch to the driver (diff-based; returns after the barriers)."""
-        if self.driver is None:
-            return
-        by_dpid = {self.core.topology.nodes[n].dpid: rules for n, rules in self.core.switch_rules().items()}
-        if self.driver.kind == "emulated":
-            self.driver.topology_changed()
-            self.driver.apply(by_dpid)
-        else:
-            await asyncio.to_thread(self.driver.apply, by_dpid)
+    def persist(self, *sections: str) -> None:
+        """Write the core's state of ``sections`` to the durable store (called under the lock, after the change).
 
-    async def start_driver(self) -> None:
-        """on_start hook: start the OpenFlow controller and program the switches once they connect."""
-        if self.driver is None:
+        A store that fails does not turn an applied change into an error answer: the failure is logged and the
+        sections are written with the next change that succeeds (``unpersisted`` until then)."""
+        if self.persister is None or not self.leads():
             return
-        self.loop = asyncio.get_running_loop()
-        self.driver.set_port_status_handler(self._port_status_from_thread)
-        if self.driver.kind == "emulated":
-            await self.driver.listen()
-        else:
-            await asyncio.to_thread(self.driver.start)
+        wanted = set(sections or SECTIONS) | self.unpersisted
+        try:
+            self.persister.sync(self.core, sorted(wanted))
+            self.unpersisted = set()
+        except Exception as exc:  # sqlite3 / OS errors, an etcd outage: the change stands in memory
+            self.unpersisted = wanted
+            log.error(
+                "change applied but not persisted", extra={"fields": {"sections": sorted(wanted), "error": str(exc)}}
+            )
+
+    async def lead(self, generation: int, configure: Callable[[PceCore], set[str]]) -> None:
+        """This replica was elected (store etcd, pce/replica.py): apply configuration, persist, take the switches."""
+        async with self.lock:
+            self.push(configure(self.core))
+            self.persist()
+        if self.driver is not None and hasattr(self.driver, "take_role"):
+            await asyncio.to_thread(self.driver.take_role, generation)
         await self.program()
-
-    async def stop_driver(self) -> None:
-        """on_stop hook: close the emulated fabric's socket (os-ken threads end with the process)."""
-        if self.driver is not None and self.driver.kind == "emulated":
-            self.driver.close()
-
-    def _port_status_from_thread(self, dpid: int, port: int, up: bool) -> None:
-        if self.loop is not None:
-            self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self.port_status(dpid, port, up)))
-
-    async def port_status(self, dpid: int, port: int, up: bool) -> None:
-        """A switch reported a port change: the link on that port goes down/up (SFR-13)."""
-        switch = next((n for n in self.core.topology.switches() if n.dpid == dpid), None)
-        if switch is None:
-            return
-        link = next((lk for lk in self.core.topology.links.values() if (switch.id, port) in (lk.a, lk.b)), None)
-        if link is None or link.down == (not up):
-            return
-        with self.stats.reconvergence.time():
-            async with self.lock:
-                affected = self.core.set_link_state(link.id, up)
-                self.push(affected)
-            await self.program()
-        log.info(
-            "link state from switch", extra={"fields": {"link": link.id, "up": up, "affected_naps": len(affected)}}
-        )
 
     # -- topology -------------------------------------------------------------------------------------------------
     async def ApplyTopology(self, request: pce_pb2.ApplyTopologyRequest, context: Any) -> pce_pb2.ApplyTopologyResponse:
+        self.writable()
         topo = topolib.from_proto(request.topology)
         async with self.lock:
             affected = self.core.apply_topology(topo)
+            version = self.core.version
+            self.persist()
             self.push(affected)
-        await self.program()
-        return pce_pb2.ApplyTopologyResponse(version=self.core.version, affected_naps=len(affected))
+        unconfirmed = await self.program()
+        return pce_pb2.ApplyTopologyResponse(
+            version=version, affected_naps=len(affected), unconfirmed_switch_ids=unconfirmed
+        )
 
     async def UpdateLinkState(
         self, request: pce_pb2.UpdateLinkStateRequest, context: Any
     ) -> pce_pb2.UpdateLinkStateResponse:
         if request.link_id not in self.core.topology.links:
             raise InvalidArgument([FieldViolation("link_id", f"unknown link {request.link_id!r}")])
+        self.writable()
         with self.stats.reconvergence.time():
             async with self.lock:
                 affected = self.core.set_link_state(request.link_id, request.up)
+                if request.up:
+                    self.core.admin_down.discard(request.link_id)
+                else:
+                    self.core.admin_down.add(request.link_id)
+                version = self.core.version
+                self.persist("links")
                 self.push(affected)
-            await self.program()
-        return pce_pb2.UpdateLinkStateResponse(version=self.core.version, affected_nap_ids=sorted(affected))
+            unconfirmed = await self.program()
+        return pce_pb2.UpdateLinkStateResponse(
+            version=version, affected_nap_ids=sorted(affected), unconfirmed_switch_ids=unconfirmed
+        )
+
+    async def stop_driver(self) -> None:
+        """on_stop hook: stop the switch side, then close the durable store."""
+        await self.stop_switches()
+        if self.replica is not None:
+            await self.replica.stop()
+        if self.store is not None:
+            self.store.close()
 
     async def GetTopology(self, request: pce_pb2.GetTopologyRequest, context: Any) -> pce_pb2.GetTopologyResponse:
         reply = pce_pb2.GetTopologyResponse(topology=topolib.to_proto(self.core.topology), version=self.core.version)
@@ -190,8 +274,11 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
             else principal.subject
         )
         reg = Registration(fqdn, request.nap_id, owner, request.endpoint_id, "rpc", self.wall())
+        self.writable()
         async with self.lock:
-            self.push(self.core.register(reg))
+            affected = self.core.register(reg)
+            self.persist("registrations", "authority")
+            self.push(affected)
         return pce_pb2.RegisterFqdnResponse(registration=convert.registration(reg))
 
     async def UnregisterFqdn(
@@ -199,8 +286,13 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
     ) -> pce_pb2.UnregisterFqdnResponse:
         fqdn = check_fqdn(request.fqdn)
         check_registration(principal_from_context(context), certificate_names(context), request.nap_id)
+        principal = principal_from_context(context)
+        operator = principal.role in (Role.PLATFORM_OPERATOR, Role.COMPONENT)
+        self.writable()
         async with self.lock:
-            self.push(self.core.unregister(fqdn, request.nap_id))
+            affected = self.core.unregister(fqdn, request.nap_id, None if operator else principal.subject)
+            self.persist("registrations", "authority")
+            self.push(affected)
         return pce_pb2.UnregisterFqdnResponse()
 
     async def ListRegistrations(
@@ -245,34 +337,6 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
             reply.tree.fid, reply.tree.false_positive_free, reply.tree.lid_table = reply.parts[0].fid, True, parts[0][2]
         return reply
 
-    # -- switches -------------------------------------------------------------------------------------------------
-    async def ListSwitches(self, request: pce_pb2.ListSwitchesRequest, context: Any) -> pce_pb2.ListSwitchesResponse:
-        rules = self.core.switch_rules()
-        connected = self.driver.connected() if self.driver is not None else {}
-        kind = self.driver.kind if self.driver is not None else "none"
-        reply = pce_pb2.ListSwitchesResponse()
-        for sw in self.core.topology.switches():
-            reply.switches.add(
-                node_id=sw.id, dpid=sw.dpid, connected=sw.dpid in connected, flow_count=len(rules[sw.id]), driver=kind
-            )
-        return reply
-
-    async def ListFlows(self, request: pce_pb2.ListFlowsRequest, context: Any) -> pce_pb2.ListFlowsResponse:
-        node = self.core.topology.nodes.get(request.node_id)
-        if node is None or node.kind != "switch":
-            raise InvalidArgument([FieldViolation("node_id", f"{request.node_id!r} is not a switch of the topology")])
-        rules = self.core.switch_rules()[node.id]
-        reply = pce_pb2.ListFlowsResponse()
-        for r in rules:
-            reply.flows.add(
-                table_id=r.table_id,
-                priority=r.priority,
-                cookie=r.cookie,
-                match=r.match_text(),
-                actions=r.actions_text(),
-            )
-        return reply
-
     # -- NAP sessions ---------------------------------------------------------------------------------------------
     async def ListNapSessions(
         self, request: pce_pb2.ListNapSessionsRequest, context: Any
@@ -294,13 +358,12 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
     async def NapSession(
         self, request_iterator: AsyncIterator[nap_session_pb2.NapSessionRequest], context: Any
     ) -> AsyncIterator[nap_session_pb2.NapSessionResponse]:
-        first = await anext(aiter(request_iterator), None)
-        if first is None or not first.HasField("hello"):
-            raise InvalidArgument([FieldViolation("hello", "the first message of a NAP session must be a Hello")])
-        hello = first.hello
-        node = self.core.topology.nodes.get(hello.nap_id)
-        if node is None or node.kind != "nap":
-            raise InvalidArgument([FieldViolation("hello.nap_id", f"{hello.nap_id!r} is not a NAP of the topology")])
+        request_iterator = session_input.decoded(request_iterator)
+        try:
+            hello = session_input.check_hello(await anext(request_iterator, None), self.core.topology.nodes)
+        except DomainError as err:
+            log.warning("nap session refused", extra={"fields": {"reason": err.message}})
+            raise
         nap = hello.nap_id
         check_nap_session(principal_from_context(context), certificate_names(context), nap)
         queue: asyncio.Queue[nap_session_pb2.NapSessionResponse | None] = asyncio.Queue()
@@ -313,26 +376,38 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
         self.queues[nap] = queue
         async with self.lock:
             self.sessions.open(nap, hello.last_applied_version)
-            self.core.subscribe(nap, hello.interested_fqdns)
+            self.core.subscribe(nap, hello.interested)
             affected = {nap}
-            for i, name in enumerate(hello.local_fqdns):
+            for fqdn in hello.local_fqdns:
+                if not self.leads() and (fqdn, nap) in self.core.registry.registrations:
+                    continue  # a NAP failing over to a follower: its names are in the replicated state already
                 try:
-                    fqdn = check_fqdn(name, f"hello.local_fqdns[{i}]")
+                    self.writable()
                     owner = principal_from_context(context).subject
                     affected |= self.core.register(Registration(fqdn, nap, owner, "", "nap", self.wall()))
                 except DomainError as err:
                     log.warning(
-                        "hello registration refused", extra={"fields": {"nap": nap, "fqdn": name, "error": err.message}}
+                        "hello registration refused", extra={"fields": {"nap": nap, "fqdn": fqdn, "error": err.message}}
                     )
+            self.persist("registrations", "authority")
             self.push(affected)
         log.info("nap session open", extra={"fields": {"nap": nap}})
         reader = asyncio.create_task(self._read(nap, request_iterator, queue, context))
+        reason = "server stopped or the call was cancelled"
         try:
             while True:
                 item = await queue.get()
                 if item is None:
                     break
                 yield item
+            if self.queues.get(nap) is not queue:
+                reason = "replaced by a newer session of the same NAP"
+            else:
+                failure = await session_input.outcome(reader)
+                if failure is not None:
+                    reason = f"bad input: {failure.message}"
+                    raise failure
+                reason = "the NAP closed its stream"
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -341,14 +416,14 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
                 del self.queues[nap]
                 self.sessions.close(nap)
                 self.core.unsubscribe(nap)
-            log.info("nap session closed", extra={"fields": {"nap": nap}})
+            log.info("nap session closed", extra={"fields": {"nap": nap, "reason": reason}})
 
     async def _read(
         self, nap: str, requests: AsyncIterator[nap_session_pb2.NapSessionRequest], queue: Any, context: Any
     ) -> None:
         try:
-            async for msg in requests:
-                kind = msg.WhichOneof("message")
+            async for i, msg in session_input.numbered(requests):
+                kind = session_input.check_message(msg, i)
                 if kind == "ack":
                     self.sessions.ack(nap, msg.ack.version)
                     rec = self.sessions.records[nap]
@@ -407,44 +482,110 @@ class PceServicer(pce_pb2_grpc.PceServiceServicer):
         reply = nap_session_pb2.RegistrationReply(correlation_id=req.correlation_id)
         try:
             fqdn = check_fqdn(req.fqdn, "registration.fqdn")
+            self.writable()
             async with self.lock:
                 if req.unregister:
-                    self.push(self.core.unregister(fqdn, nap))
+                    affected = self.core.unregister(fqdn, nap)
                 else:
                     reg = Registration(fqdn, nap, principal_from_context(context).subject, "", "nap", self.wall())
-                    self.push(self.core.register(reg))
+                    affected = self.core.register(reg)
+                self.persist("registrations", "authority")
+                self.push(affected)
             reply.status.code = grpc.StatusCode.OK.value[0]
         except DomainError as err:
             reply.status.CopyFrom(err.to_status())
         return nap_session_pb2.NapSessionResponse(registration_reply=reply)
 
 
+def open_store(settings: Settings, state_dir: Path) -> StateStore:
+    """The configured durable store: the embedded file, or etcd (shared by replicas)."""
+    if settings.store == "etcd":
+        return EtcdStore(settings.etcd_endpoints, settings.etcd_root)
+    return FileStore(settings.store_path or state_dir / "pce-state.db")
+
+
+def apply_config(core: PceCore, settings: Settings, file_sha: str, persister: Persister | None) -> set[str]:
+    """Apply the configured topology file (when new or edited since ``file_sha``) and registrations to ``core``;
+    returns the affected NAPs."""
+    affected: set[str] = set()
+    if settings.topology_file is not None:
+        sha = persist.file_digest(Path(settings.topology_file).read_bytes())
+        if sha != file_sha:  # a new or edited file wins over stored state; an unchanged one does not reset it
+            affected |= core.apply_topology(topolib.load_file(settings.topology_file))
+            if persister is not None:
+                persister.topology_file(sha)
+    for i, entry in enumerate(settings.registrations):
+        fqdn = check_fqdn(entry.get("fqdn", ""), f"services.pce.registrations[{i}].fqdn")
+        nap, owner = entry.get("nap_id", ""), entry.get("owner", "config")
+        known = core.registry.registrations.get((fqdn, nap))
+        if known is None or known.owner != owner:
+            affected |= core.register(Registration(fqdn, nap, owner, "", "config", time.time()))
+    return affected
+
+
 def build(ctx: ServiceContext) -> ServiceSpec:
     """The PCE service for the runtime."""
     settings: Settings = ctx.settings
+    store: StateStore | None = None
+    persister: Persister | None = None
+    restored_sessions: dict[str, tuple[int, str]] = {}
     core = PceCore()
-    if settings.topology_file is not None:
-        core.apply_topology(topolib.load_file(settings.topology_file))
-    for i, entry in enumerate(settings.registrations):
-        fqdn = check_fqdn(entry.get("fqdn", ""), f"services.pce.registrations[{i}].fqdn")
-        core.register(
-            Registration(fqdn, entry.get("nap_id", ""), entry.get("owner", "config"), "", "config", time.time())
+    file_sha = ""
+    if settings.store != "none":
+        store = open_store(settings, ctx.state_dir)
+        restored = persist.load(store)
+        core, restored_sessions, file_sha = restored.core, restored.sessions, restored.topology_file_sha256
+        persister = Persister(store, restored.raw)
+        log.info(
+            "state restored",
+            extra={
+                "fields": {
+                    "revision": restored.revision,
+                    "nodes": len(core.topology.nodes),
+                    "down_links": sorted(lk.id for lk in core.topology.links.values() if lk.down),
+                    "registrations": len(core.registry.registrations),
+                    "version": core.version,
+                    "lids_restored": restored.lids_restored,
+                }
+            },
         )
+    if settings.store != "etcd":  # replicas: the leader applies configuration when elected (PceServicer.lead)
+        apply_config(core, settings, file_sha, persister)
+        if persister is not None:
+            persister.sync(core)
     driver: Any = None
     if settings.fabric == "osken":
         from pce.switch.osken_driver import OskenDriver
 
-        driver = OskenDriver(settings.openflow_host, settings.openflow_port)
+        driver = OskenDriver(settings.openflow_host, settings.openflow_port, audit_interval_s=settings.audit_interval_s)
     elif settings.fabric == "emulated":
         from pce.switch.emulated import EmulatedDriver
 
         driver = EmulatedDriver(
             "127.0.0.1",
             settings.emulated_port,
-            topology=lambda: core.topology,
+            topology=lambda: servicer.core.topology,
             link_latency=settings.emulated_link_latency,
         )
-    servicer = PceServicer(core, driver=driver)
+    servicer = PceServicer(core, driver=driver, persister=persister)
+    for nap, (version, digest) in restored_sessions.items():
+        servicer.sessions.restore(nap, version, digest)
+    servicer.store = store
+    servicer.store_revision = restored.revision if store is not None else 0
+    if isinstance(store, EtcdStore):
+        servicer.replica = Replica(
+            servicer,
+            store,
+            settings.replica_id or settings.advertise_address,
+            settings.advertise_address,
+            settings.leader_lease_ttl_s,
+            on_leader=lambda generation, restored: servicer.lead(
+                generation, lambda core: apply_config(core, settings, restored.topology_file_sha256, persister)
+            ),
+        )
+    servicer.port_up_hold_s = settings.port_up_hold_s
+    if settings.report_to_clmc:
+        servicer.events = ConfigEventPublisher(lambda: ctx.channel_to("clmc"))
     return ServiceSpec(
         "flame.pce.v1.PceService",
         servicer,

@@ -33,6 +33,10 @@ class SessionRecord(Generic[V]):
     hold_until: float = 0.0
     last_view: V | None = None
     pending: bool = False
+    #: Digest of the content of ``pushed_version`` (kept across PCE restarts by the durable store, issue 13).
+    digest: str = ""
+    #: The NAP said Hello with ``pushed_version``: a view whose digest matches needs no re-push.
+    resumable: bool = False
 
 
 class SessionTable(Generic[V]):
@@ -48,10 +52,17 @@ class SessionTable(Generic[V]):
         rec = self.records.setdefault(nap_id, SessionRecord(nap_id))
         rec.connected = True
         rec.last_seen = self.clock()
+        rec.resumable = bool(rec.digest) and last_applied_version == rec.pushed_version
         rec.pushed_version = max(rec.pushed_version, last_applied_version)
         rec.acked_version = max(rec.acked_version, last_applied_version)
-        rec.last_view = None  # the first view of a session is always sent
+        rec.last_view = None  # the first view of a session is sent unless the NAP already has it (resumable)
         return rec
+
+    def restore(self, nap_id: str, pushed_version: int, digest: str) -> None:
+        """What a previous PCE process pushed to ``nap_id`` (from the durable store)."""
+        rec = self.records.setdefault(nap_id, SessionRecord(nap_id))
+        rec.pushed_version = max(rec.pushed_version, pushed_version)
+        rec.digest = digest
 
     def close(self, nap_id: str) -> None:
         """The NAP's stream ended."""
@@ -59,16 +70,24 @@ class SessionTable(Generic[V]):
         if rec is not None:
             rec.connected = False
 
-    def offer(self, nap_id: str, view: V) -> int | None:
-        """The version to push for ``view``, or None (unchanged, not connected, or held back after NACKs)."""
+    def offer(self, nap_id: str, view: V, digest: str = "") -> int | None:
+        """The version to push for ``view``, or None (unchanged, not connected, or held back after NACKs).
+
+        ``digest``: of ``view``'s content; a NAP that resumed with the version whose digest matches gets nothing."""
         rec = self.records.get(nap_id)
         if rec is None or not rec.connected or view == rec.last_view:
             return None
+        if rec.resumable:
+            rec.resumable = False
+            if digest and digest == rec.digest:
+                rec.last_view = view
+                return None
         if self.clock() < rec.hold_until:
             rec.pending = True
             return None
         rec.pushed_version += 1
         rec.last_view = view
+        rec.digest = digest
         rec.pending = False
         return rec.pushed_version
 

@@ -6,7 +6,13 @@ from typing import Any
 
 from os_ken.base import app_manager
 from os_ken.controller import ofp_event
-from os_ken.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
+from os_ken.controller.handler import (
+    CONFIG_DISPATCHER,
+    DEAD_DISPATCHER,
+    HANDSHAKE_DISPATCHER,
+    MAIN_DISPATCHER,
+    set_ev_cls,
+)
 from os_ken.ofproto import ofproto_v1_3
 
 from pce.switch.osken_driver import current
@@ -21,7 +27,7 @@ class FlameSwitchApp(app_manager.OSKenApp):  # type: ignore[misc]
     def switch_features(self, ev: Any) -> None:
         driver = current()
         if driver is not None:
-            driver.on_connect(ev.msg.datapath)
+            driver.on_connect(ev.msg.datapath, ev.msg.n_tables)
 
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
     def flow_stats(self, ev: Any) -> None:
@@ -50,6 +56,28 @@ class FlameSwitchApp(app_manager.OSKenApp):  # type: ignore[misc]
             and not (desc.config & ofp.OFPPC_PORT_DOWN)
         )
         driver.on_port_status(msg.datapath.id, desc.port_no, up)
+
+    @set_ev_cls(  # type: ignore[untyped-decorator]
+        ofp_event.EventOFPErrorMsg, [HANDSHAKE_DISPATCHER, CONFIG_DISPATCHER, MAIN_DISPATCHER]
+    )
+    def error(self, ev: Any) -> None:
+        driver = current()
+        msg = ev.msg
+        if driver is not None and msg.datapath.id is not None:
+            driver.on_error(msg.datapath.id, msg.xid, msg.type, msg.code)
+
+    @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
+    def port_desc(self, ev: Any) -> None:
+        driver = current()
+        if driver is None:
+            return
+        ofp = ev.msg.datapath.ofproto
+        ports = {
+            p.port_no: not (p.state & ofp.OFPPS_LINK_DOWN) and not (p.config & ofp.OFPPC_PORT_DOWN)
+            for p in ev.msg.body
+            if p.port_no <= ofp.OFPP_MAX
+        }
+        driver.on_port_desc(ev.msg.datapath.id, ports)
 
     @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)  # type: ignore[untyped-decorator]
     def state_change(self, ev: Any) -> None:

@@ -1,5 +1,6 @@
 """PCE benchmarks (`flame bench pce [--quick] [--json FILE]`): our path engine vs a networkx baseline, reconvergence
-after a link failure with 1,000 NAPs, ResolvePath rate vs an empty RPC, and false-positive-free FID capacity (SFR-8).
+after a link failure with 1,000 NAPs, ResolvePath rate vs an empty RPC, false-positive-free FID capacity (SFR-8), and
+on real OVS the single PCE's restart under HTTP traffic and switch resync (issue 13, tests/bench/pce_survive.py).
 
 Side by side in one run; medians over repeats. Figures that need parts not built yet (flow-mods into OVS through the
 os-ken driver) are not reported.
@@ -372,6 +373,29 @@ def flowmod_figures(quick: bool) -> list[Figure]:
     ]
 
 
+def failover_figures(quick: bool) -> list[Figure]:
+    """failover_ms (issue 13): PCE leader kill -9 -> other replica elected and every NAP session re-established."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    if shutil.which("etcd") is None:
+        print("failover_ms skipped: etcd not installed (apt-get install etcd-server)")
+        return []
+    from tests.bench.pce_failover import measure, summary
+
+    repeats = 3 if quick else 7
+    with tempfile.TemporaryDirectory(prefix="flame-failover-") as tmp:
+        doc = summary(measure(Path(tmp), repeats))
+    cond = (
+        f"2 PCE replicas (flame up processes) on a 3-member etcd 3.4 (50 ms heartbeat, 500 ms election timeout), "
+        f"6 NAP sessions via nap_agent PceLink; SIGKILL to the leader; median of {repeats}; "
+        f"elected {doc['elected_ms']:.0f} ms, sessions {doc['sessions_ms']:.0f} ms, worst {doc['max_failover_ms']:.0f} ms, "
+        f"snapshots re-pushed (max of runs) {doc['repushed']:.0f}"
+    )
+    return [Figure("failover_ms", doc["failover_ms"], "ms", None, "< 1000", cond)]
+
+
 def run(quick: bool) -> list[Figure]:
     """All PCE figures."""
     figures = []
@@ -388,4 +412,18 @@ def run(quick: bool) -> list[Figure]:
         30 if quick else 100,
     )
     figures += flowmod_figures(quick)
+    figures += survive_figures(quick)
+    figures += failover_figures(quick)
     return figures
+
+
+def survive_figures(quick: bool) -> list[Figure]:
+    """restart_requests_failed and resync_ms_integration on real OVS (issue 13; root)."""
+    from tests.bench.pce_survive import restart_figures, resync_figures
+    from tests.support.ovs import available
+
+    reason = available()
+    if reason:
+        print(f"restart_requests_failed, resync_ms_integration skipped: {reason}")
+        return []
+    return resync_figures(quick) + asyncio.run(restart_figures(quick))

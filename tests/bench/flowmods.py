@@ -28,11 +28,11 @@ def bare(driver: OskenDriver, dpid: int, batch: list[FlowRule]) -> float:
     t = time.perf_counter()
     for r in batch:
         dp.send_msg(_flow_mod(dp, r))
-    driver._barrier(dpid, dp)
+    driver._barrier(dpid, driver.switches[dpid])
     elapsed = time.perf_counter() - t
     for r in batch:
         dp.send_msg(_delete_by_cookie(dp, r.cookie))
-    driver._barrier(dpid, dp)
+    driver._barrier(dpid, driver.switches[dpid])
     return elapsed
 
 
@@ -48,7 +48,7 @@ def main() -> int:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 5
     port = free_port()
-    driver = OskenDriver("127.0.0.1", port)
+    driver = OskenDriver("127.0.0.1", port, audit_interval_s=0)
     driver.start()
     with ovs_testbed(Path(sys.argv[3]) if len(sys.argv) > 3 else None) as bed:
         bed.add_bridge("bench", 0x42, port)

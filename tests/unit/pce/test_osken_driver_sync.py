@@ -108,10 +108,71 @@ def test_apply_then_revert_restores_the_original_rules() -> None:
     assert k == sorted(k, key=["delete", "add", "barrier"].index) and k.count("barrier") == 1
 
 
-def test_a_barrier_that_never_returns_is_a_timeout_and_nothing_is_recorded_installed() -> None:
+def test_a_barrier_that_never_returns_marks_the_switch_unconfirmed_without_failing_the_apply() -> None:
+    """Issue 13 item 6: the PCE's state already changed, so the apply reports the switch unconfirmed (degraded,
+    retried by the audit) instead of raising after the fact."""
     driver, dp, sw = driver_with(OLD)
     driver.barrier_timeout_s = 0.05
     dp.driver = OskenDriver()  # replies go to another driver: this one never sees its barrier answered
-    with pytest.raises(TimeoutError):
-        driver.apply({DPID: NEW})
+    assert driver.apply({DPID: NEW}) == {DPID: -1}
+    assert driver.unconfirmed() == [DPID]
+    assert "barrier" in driver.status()[DPID]["degraded"]
     assert sw.installed == {r.cookie for r in OLD}  # not claimed as installed without the barrier
+    assert sw.retry_at > 0  # the audit thread retries with backoff
+
+
+class RefusingDatapath(FakeDatapath):
+    """A switch whose table holds ``room`` rules: further adds are answered with OFPET_FLOW_MOD_FAILED/TABLE_FULL
+    (what OVS sends with flow_limit and overflow_policy=refuse), correlated by the add's xid."""
+
+    def __init__(self, driver: OskenDriver, room: int) -> None:
+        super().__init__(driver)
+        self.room = room
+
+    def send_msg(self, msg: Any) -> None:
+        self.sent.append(msg)
+        if isinstance(msg, ofproto_v1_3_parser.OFPFlowMod) and msg.command == ofproto_v1_3.OFPFC_ADD:
+            if self.room == 0:
+                self.driver.on_error(
+                    self.id, msg.xid, ofproto_v1_3.OFPET_FLOW_MOD_FAILED, ofproto_v1_3.OFPFMFC_TABLE_FULL
+                )
+                return
+            self.room -= 1
+        if isinstance(msg, ofproto_v1_3_parser.OFPBarrierRequest):
+            self.driver.on_barrier(self.id, msg.xid)
+
+
+def test_openflow_errors_are_correlated_by_xid_degrade_the_switch_and_are_reported() -> None:
+    driver = OskenDriver(barrier_timeout_s=1.0)
+    dp = RefusingDatapath(driver, room=2)
+    sw = _Switch(dp)
+    sw.synced.set()
+    driver.switches[DPID] = sw
+    reported: list[Any] = []
+    driver.set_error_handler(lambda dpid, err: reported.append((dpid, err)))
+    driver.apply({DPID: NEW})
+    adds = [m for m in dp.sent if isinstance(m, ofproto_v1_3_parser.OFPFlowMod)]
+    refused = adds[2:]
+    assert len(reported) == len(refused) > 0
+    for (dpid, err), msg in zip(reported, refused, strict=True):
+        assert dpid == DPID and err.xid == msg.xid and f"{msg.cookie:#x}" in err.request and err.transient
+    status = driver.status()[DPID]
+    assert status["held"] == 2 and status["degraded"] and len(status["errors"]) == len(refused)
+    assert sw.installed == {m.cookie for m in adds[:2]}  # refused rules are not counted as held
+
+
+def test_a_switch_without_desired_rules_is_never_wiped() -> None:
+    driver, dp, sw = driver_with(OLD)
+    driver.apply({DPID + 1: NEW})  # the topology does not (yet) know this switch
+    assert kinds(dp.sent) == []
+    assert sw.installed == {r.cookie for r in OLD}
+
+
+def test_rules_for_tables_the_switch_lacks_are_not_sent_and_the_switch_is_degraded() -> None:
+    driver, dp, sw = driver_with([])
+    sw.n_tables = 2  # from the switch's features reply
+    driver.apply({DPID: NEW})
+    sent_tables = {m.table_id for m in dp.sent if isinstance(m, ofproto_v1_3_parser.OFPFlowMod)}
+    assert sent_tables == {0, 1}
+    assert "needs table 2" in driver.status()[DPID]["degraded"]
+    assert sw.installed == {r.cookie for r in NEW if r.table_id < 2}

@@ -60,19 +60,27 @@ class ApplyTopologyResponse(_message.Message):
 
     VERSION_FIELD_NUMBER: _builtins.int
     AFFECTED_NAPS_FIELD_NUMBER: _builtins.int
+    UNCONFIRMED_SWITCH_IDS_FIELD_NUMBER: _builtins.int
     version: _builtins.int
     """Version of the topology now in force (increments on every change)."""
     affected_naps: _builtins.int
     """Number of NAPs whose snapshot changed."""
+    @_builtins.property
+    def unconfirmed_switch_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Switches that did not confirm the new rules (barrier timeout, OpenFlow error): the change is applied in the PCE
+        (at `version`) and the audit keeps repairing them; ListSwitches shows why (issue 13).
+        """
+
     def __init__(
         self,
         *,
         version: _builtins.int = ...,
         affected_naps: _builtins.int = ...,
+        unconfirmed_switch_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["affected_naps", b"affected_naps", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["affected_naps", b"affected_naps", "unconfirmed_switch_ids", b"unconfirmed_switch_ids", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -116,21 +124,27 @@ class UpdateLinkStateResponse(_message.Message):
 
     VERSION_FIELD_NUMBER: _builtins.int
     AFFECTED_NAP_IDS_FIELD_NUMBER: _builtins.int
+    UNCONFIRMED_SWITCH_IDS_FIELD_NUMBER: _builtins.int
     version: _builtins.int
     """Topology version after the change."""
     @_builtins.property
     def affected_nap_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """NAPs that received a new snapshot."""
 
+    @_builtins.property
+    def unconfirmed_switch_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Switches that did not confirm the new rules: the change is applied at `version`, the audit keeps repairing them."""
+
     def __init__(
         self,
         *,
         version: _builtins.int = ...,
         affected_nap_ids: _abc.Iterable[_builtins.str] | None = ...,
+        unconfirmed_switch_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["affected_nap_ids", b"affected_nap_ids", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["affected_nap_ids", b"affected_nap_ids", "unconfirmed_switch_ids", b"unconfirmed_switch_ids", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -436,6 +450,10 @@ class Switch(_message.Message):
     CONNECTED_FIELD_NUMBER: _builtins.int
     FLOW_COUNT_FIELD_NUMBER: _builtins.int
     DRIVER_FIELD_NUMBER: _builtins.int
+    DESIRED_FLOW_COUNT_FIELD_NUMBER: _builtins.int
+    DEGRADED_REASON_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
+    LAST_AUDIT_TIME_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     """Node id in the topology."""
     dpid: _builtins.int
@@ -443,9 +461,23 @@ class Switch(_message.Message):
     connected: _builtins.bool
     """True when connected to the PCE's OpenFlow controller (always true on the emulated fabric)."""
     flow_count: _builtins.int
-    """Number of flow rules desired on it."""
+    """Number of flow rules it holds: on "osken" what the switch confirmed (flow stats at connect and on every audit,
+    minus rules it refused); on "emulated" the rules executed in-process.
+    """
     driver: _builtins.str
     """Driver programming it ("emulated" or "osken")."""
+    desired_flow_count: _builtins.int
+    """Number of flow rules the PCE wants on it (differs from flow_count while a switch is degraded)."""
+    degraded_reason: _builtins.str
+    """Why the switch is degraded (an OpenFlow error, a barrier timeout, a failed repair); empty when healthy."""
+    @_builtins.property
+    def errors(self) -> _containers.RepeatedCompositeFieldContainer[Global___SwitchError]:
+        """Its most recent OpenFlow errors, oldest first."""
+
+    @_builtins.property
+    def last_audit_time(self) -> _timestamp_pb2.Timestamp:
+        """When its flows were last read from it (at connect and by the periodic audit)."""
+
     def __init__(
         self,
         *,
@@ -454,14 +486,62 @@ class Switch(_message.Message):
         connected: _builtins.bool = ...,
         flow_count: _builtins.int = ...,
         driver: _builtins.str = ...,
+        desired_flow_count: _builtins.int = ...,
+        degraded_reason: _builtins.str = ...,
+        errors: _abc.Iterable[Global___SwitchError] | None = ...,
+        last_audit_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_audit_time", b"last_audit_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connected", b"connected", "dpid", b"dpid", "driver", b"driver", "flow_count", b"flow_count", "node_id", b"node_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connected", b"connected", "degraded_reason", b"degraded_reason", "desired_flow_count", b"desired_flow_count", "dpid", b"dpid", "driver", b"driver", "errors", b"errors", "flow_count", b"flow_count", "last_audit_time", b"last_audit_time", "node_id", b"node_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Switch: _TypeAlias = Switch  # noqa: Y015
+
+@_typing.final
+class SwitchError(_message.Message):
+    """An OpenFlow error a switch reported, correlated with the request that caused it (issue 13)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    XID_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    REQUEST_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    TRANSIENT_FIELD_NUMBER: _builtins.int
+    xid: _builtins.int
+    """Transaction id of the failed request."""
+    type: _builtins.int
+    """OpenFlow error type (ofp_error_type, e.g. 5 = OFPET_FLOW_MOD_FAILED)."""
+    code: _builtins.int
+    """OpenFlow error code within the type (e.g. 1 = OFPFMFC_TABLE_FULL)."""
+    request: _builtins.str
+    """The request: "add cookie 0x.. table n", "delete cookie 0x..", "barrier" or "unknown request"."""
+    transient: _builtins.bool
+    """True when the PCE retries it with backoff (e.g. a full table); false when it stays until the rules change."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When the error arrived."""
+
+    def __init__(
+        self,
+        *,
+        xid: _builtins.int = ...,
+        type: _builtins.int = ...,
+        code: _builtins.int = ...,
+        request: _builtins.str = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        transient: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "request", b"request", "time", b"time", "transient", b"transient", "type", b"type", "xid", b"xid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SwitchError: _TypeAlias = SwitchError  # noqa: Y015
 
 @_typing.final
 class ListSwitchesResponse(_message.Message):
