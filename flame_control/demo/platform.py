@@ -118,7 +118,12 @@ class Platform:
                 settings["local_services"] = [{"fqdn": sc.MULTICAST_FQDN, "endpoint": f"127.0.0.1:{origin_port}"}]
                 settings["coalesce_window_s"] = sc.MULTICAST_COALESCE_S
             admin = free_port()
-            config = {"listen": {"ports": {"nap": admin}}, "services": {"nap": settings}}
+            # Each NAP agent gets its own /metrics port (the default one is shared by every process on the host).
+            config = {
+                "listen": {"ports": {"nap": admin}},
+                "metrics": {"port": free_port()},
+                "services": {"nap": settings},
+            }
             (d / "config.json").write_text(json.dumps(config, indent=2))
             argv = [sys.executable, "-m", "nap_agent.cli", "--config", str(d / "config.json")]
             proc = self.group.start(f"nap-{nap_id}", [*argv, "--state-dir", str(d / "state")])
