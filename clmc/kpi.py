@@ -47,6 +47,8 @@ class KpiSpec:
     percentile: float = 50.0
     for_ns: int = 0
     deadman_ns: int = 0
+    #: An infrastructure KPI: scope exactly as given, no flame_sfc added (CLMC-28).
+    infrastructure: bool = False
 
     @property
     def key(self) -> tuple[str, str]:

@@ -24,10 +24,10 @@ MIN_WINDOW_NS = 1_000_000_000
 
 
 def spec_from_proto(d: kpi_pb2.KpiDefinition, service_scope: bool = True) -> KpiSpec:
-    """A validated KpiSpec; raises InvalidArgument listing every problem (paths under ``kpi.``). With
-    ``service_scope`` the KPI watches only points of its media service (scope ``flame_sfc`` added); without it (an
-    infrastructure KPI, or a stored definition whose scope is already complete) the scope is exactly as given, any
-    tags (NAP, switch, host, link)."""
+    """A validated KpiSpec; raises InvalidArgument listing every problem (paths under ``kpi.``). A media-service KPI
+    watches only points of its media service (scope ``flame_sfc`` added), whatever its measurement; an
+    infrastructure KPI (``d.infrastructure``, CLMC-28) and a stored definition (``service_scope`` False: its scope is
+    already complete) keep the scope exactly as given, any tags (NAP, switch, host, link)."""
     v = Violations()
     v.check(bool(NAME_RE.match(d.name)), "kpi.name", "required identifier")
     v.check(0 < len(d.media_service) <= 256, "kpi.media_service", "required (the flame_sfc it belongs to)")
@@ -71,7 +71,7 @@ def spec_from_proto(d: kpi_pb2.KpiDefinition, service_scope: bool = True) -> Kpi
         v.check(deadman >= MIN_WINDOW_NS, "kpi.deadman_period", "required, at least 1 s")
     v.raise_if_any()
     scope = dict(d.scope)
-    if service_scope:
+    if service_scope and not d.infrastructure:
         scope["flame_sfc"] = scope.get("flame_sfc", d.media_service)
     v.check(scope.get("flame_sfc", d.media_service) == d.media_service, "kpi.scope.flame_sfc", "must be the KPI's")
     v.raise_if_any()
@@ -91,6 +91,7 @@ def spec_from_proto(d: kpi_pb2.KpiDefinition, service_scope: bool = True) -> Kpi
         percentile=d.percentile or 50.0,
         for_ns=for_ns,
         deadman_ns=deadman,
+        infrastructure=d.infrastructure,
     )
 
 
@@ -124,6 +125,7 @@ def spec_to_proto(s: KpiSpec) -> kpi_pb2.KpiDefinition:
         comparison=_CMP_ENUM[s.comparison],
         threshold=s.threshold,
         clear_threshold=s.clear_threshold,
+        infrastructure=s.infrastructure,
     )
     d.window.FromNanoseconds(s.window_ns)
     if s.for_ns:

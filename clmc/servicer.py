@@ -268,8 +268,17 @@ class ClmcServicer(clmc_pb2_grpc.ClmcServiceServicer):
 
     async def DefineKpi(self, request: clmc_pb2.DefineKpiRequest, context: Any) -> clmc_pb2.DefineKpiResponse:
         view = self.view(context)
-        infrastructure = view.may_define_infrastructure_kpi(request.kpi.measurement)
-        spec = spec_from_proto(request.kpi, service_scope=not infrastructure)
+        kpi = request.kpi
+        if view.infrastructure_only and not kpi.infrastructure:
+            kpi = kpi_pb2.KpiDefinition()
+            kpi.CopyFrom(request.kpi)
+            kpi.infrastructure = True  # the infrastructure provider defines infrastructure KPIs only
+        if kpi.infrastructure and not view.may_define_infrastructure_kpi(kpi.measurement):
+            raise PermissionDenied(
+                f"role {view.role.value} may not define an infrastructure KPI on {kpi.measurement!r} (infrastructure"
+                " KPIs: platform operator or infrastructure provider, on nap_*, pce_*, switch_*, host_* measurements)"
+            )
+        spec = spec_from_proto(kpi)
         check_against_schema(spec, self.field_types.fields_of(spec.measurement))
         view.check_service(spec.media_service)
         if not view.may_read_measurement(spec.measurement):

@@ -84,11 +84,11 @@ def serve(
     announce: Announce,
     loop_kind: str = "asyncio",
 ) -> int:
-    """Check, lock the state directory, serve ``keys`` until a signal; the process's exit code."""
+    """Check, lock the state of ``keys`` in the state directory, serve them until a signal; the exit code."""
     private_umask()
     try:
         warnings = preflight(config)
-        lock = StateLock.acquire(Path(config.state_dir), prog)
+        lock = StateLock.acquire(Path(config.state_dir), prog, keys)
     except StartupError as exc:
         return fail(prog, exc)
     progress = _Progress()

@@ -131,6 +131,9 @@ class Demo:
                 if p.started_s is not None and p.ended_s is None:
                     p.ended_s, p.ok = self.now(), False
                     p.detail = p.detail or (self.facts.error.splitlines()[0] if self.facts.error else "")
+            if not self.facts.final_states:  # a failed run still reports the states the endpoints went through
+                with contextlib.suppress(Exception):
+                    self._record_final_states()
             await self._teardown()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)

@@ -193,6 +193,9 @@ class ServiceHost:
             check_port_free(
                 self.config.listen.host, self.config.listen.port(key), f"{key}: gRPC port (listen.ports.{key})"
             )
+        metrics = self.config.metrics
+        if keys and metrics.enabled and metrics.port:  # an explicit /metrics port is checked before anything starts
+            check_port_free(metrics.host, metrics.port, "metrics endpoint (metrics.port)")
         ports = {}
         for key in keys:
             try:

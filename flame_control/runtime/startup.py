@@ -4,8 +4,10 @@ is a :class:`StartupError` whose message is one line, printed as ``<prog>: <mess
 - TLS and token files are readable, and TLS has a certificate and key when it is on;
 - nothing listens beyond loopback with authentication off unless ``listen.allow_insecure`` says so (then a warning
   is logged at every start);
-- a state directory belongs to one running process: :class:`StateLock` holds ``<state_dir>/flame.lock`` with
-  ``flock`` and the owner's PID, and a second process gives up before it starts anything;
+- a service's state belongs to one running process: :class:`StateLock` holds ``<state_dir>/<service>.lock`` for every
+  service the process serves, with ``flock`` and the owner's PID, and a second process serving any of them gives up
+  before it starts anything. Processes serving different services may share a state directory (a split deployment:
+  ``flame up --services orchestrator`` beside ``flame up --services sfemc,pce,clmc`` on one config file);
 - the ports a process is about to serve on are free (named by service and config key);
 - state is private: the process umask is 077 and the state directory tree is 0700 / files 0600.
 """
@@ -19,13 +21,14 @@ import ipaddress
 import os
 import socket
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from flame_control.runtime.config import FlameConfig
 
-#: Name of the lock file inside a state directory.
-LOCK_NAME = "flame.lock"
+#: Lock file of a service inside a state directory: ``<service>.lock``.
+LOCK_SUFFIX = ".lock"
 
 
 class StartupError(Exception):
@@ -157,42 +160,57 @@ def make_private(state_dir: Path) -> None:
 
 @dataclass
 class StateLock:
-    """An exclusive ``flock`` on ``<state_dir>/flame.lock`` for the life of the process; the file holds the owner's
-    PID and program. The kernel drops the lock when the owner dies, so a stale file from a dead PID is taken over."""
+    """An exclusive ``flock`` on ``<state_dir>/<service>.lock`` for each service of the process, for its life; each
+    file holds the owner's PID and program. The kernel drops the locks when the owner dies, so a stale file from a
+    dead PID is taken over."""
 
-    path: Path
-    fd: int
-    #: PID recorded in a lock file whose owner is gone (None when the file was new or empty).
+    paths: list[Path]
+    fds: list[int]
+    #: PID recorded in a lock file whose owner is gone (None when the files were new or empty).
     took_over_from: int | None = None
 
     @classmethod
-    def acquire(cls, state_dir: Path, program: str) -> StateLock:
-        """Lock ``state_dir`` for this process or raise StartupError naming the running owner."""
+    def acquire(cls, state_dir: Path, program: str, services: Sequence[str]) -> StateLock:
+        """Lock the state of ``services`` in ``state_dir`` for this process or raise StartupError naming the running
+        owner (nothing stays locked then)."""
+        lock = cls([], [])
         try:
             make_private(state_dir)
-            path = state_dir / LOCK_NAME
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             raise StartupError(f"state directory {state_dir}: {exc.strerror or exc}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            pid, owner = _read_owner(fd)
-            os.close(fd)
-            raise StartupError(
-                f"state directory {state_dir} is in use by a running {owner or 'flame process'}"
-                f"{f' (pid {pid})' if pid else ''}: stop it first or pass another --state-dir"
-            ) from None
-        previous, _ = _read_owner(fd)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n{program}\n".encode(), 0)
-        os.fsync(fd)
-        return cls(path, fd, previous if previous and previous != os.getpid() else None)
+        for service in sorted(set(services)):
+            path = state_dir / f"{service}{LOCK_SUFFIX}"
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                lock.release()
+                raise StartupError(f"state directory {state_dir}: {exc.strerror or exc}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                pid, owner = _read_owner(fd)
+                os.close(fd)
+                lock.release()
+                raise StartupError(
+                    f"state directory {state_dir} is in use by a running {owner or 'flame process'}"
+                    f"{f' (pid {pid})' if pid else ''} serving {service}: stop it first or pass another --state-dir"
+                ) from None
+            previous, _ = _read_owner(fd)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n{program}\n".encode(), 0)
+            os.fsync(fd)
+            lock.paths.append(path)
+            lock.fds.append(fd)
+            if previous and previous != os.getpid() and lock.took_over_from is None:
+                lock.took_over_from = previous
+        return lock
 
     def release(self) -> None:
-        """Drop the lock (the file stays; its PID is then stale and the next process takes it over)."""
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
+        """Drop the locks (the files stay; their PID is then stale and the next process takes them over)."""
+        for fd in self.fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.fds.clear()
 
 
 def _read_owner(fd: int) -> tuple[int | None, str]:

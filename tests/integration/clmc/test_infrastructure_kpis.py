@@ -70,3 +70,46 @@ def test_clmc22_deadman_on_a_silent_nap_fires_for_the_infrastructure_provider(tm
             assert (await msp.ListKpis(clmc_pb2.ListKpisRequest())).kpis == []
 
     asyncio.run(scenario())
+
+
+def test_clmc19_a_media_service_kpi_on_nap_http_counts_only_its_own_service(tmp_path: Path) -> None:
+    """The orchestrator defines a service's KPIs as the platform operator; a KPI on ``nap_http`` (an infrastructure
+    measurement prefix) is still that service's KPI: ``flame_sfc`` is added to its scope, so demand for other
+    services at the same NAP does not count (regression: every service's edge-demand KPI summed all services). Only
+    an explicit ``infrastructure`` KPI keeps its scope as given, and a media service provider may not define one."""
+
+    async def scenario() -> None:
+        async with running_server(clmc_spec(tmp_path, kpi_interval_s=0.3), auth=AUTH) as target:
+            ops = clmc_pb2_grpc.ClmcServiceStub(channel(target, TOKENS["platform_operator"]))
+            msp = clmc_pb2_grpc.ClmcServiceStub(channel(target, TOKENS["media_service_provider"]))
+            demand = kpi_pb2.KpiDefinition(
+                name="edge_demand",
+                media_service="svc-a",
+                kind=kpi_pb2.KPI_KIND_THRESHOLD,
+                measurement="nap_http",
+                field="requests",
+                aggregation=kpi_pb2.AGGREGATION_SUM,
+                scope={"flame_location": "nap-1"},
+                comparison=kpi_pb2.COMPARISON_GREATER,
+                threshold=50,
+            )
+            demand.window.FromSeconds(10)
+            defined = (await ops.DefineKpi(clmc_pb2.DefineKpiRequest(request_id="k1", kpi=demand))).kpi
+            assert dict(defined.scope) == {"flame_location": "nap-1", "flame_sfc": "svc-a"}
+            assert not defined.infrastructure
+            infra = kpi_pb2.KpiDefinition()
+            infra.CopyFrom(demand)
+            infra.name, infra.infrastructure = "nap_demand", True
+            defined = (await ops.DefineKpi(clmc_pb2.DefineKpiRequest(request_id="k2", kpi=infra))).kpi
+            assert dict(defined.scope) == {"flame_location": "nap-1"} and defined.infrastructure
+            infra.name = "mine"
+            with pytest.raises(grpc.aio.AioRpcError) as exc:
+                await msp.DefineKpi(clmc_pb2.DefineKpiRequest(request_id="k3", kpi=infra))
+            assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            listed = {k.kpi.name: dict(k.kpi.scope) for k in (await ops.ListKpis(clmc_pb2.ListKpisRequest())).kpis}
+            assert listed == {
+                "edge_demand": {"flame_location": "nap-1", "flame_sfc": "svc-a"},
+                "nap_demand": {"flame_location": "nap-1"},
+            }
+
+    asyncio.run(scenario())

@@ -38,7 +38,7 @@ from tests.integration.orchestrator.test_lifecycle import (
     wait,
 )
 from tests.support.control_plane import ROOT, ControlPlane, start_control_plane
-from tests.support.procs import ProcessGroup, port_open
+from tests.support.procs import ProcessGroup, free_port, port_open
 
 pytestmark = pytest.mark.slow
 
@@ -170,7 +170,7 @@ def test_orch8_split_deployment_with_sfemc_and_pce_killed_is_never_running(procs
         return procs.start(
             name,
             [sys.executable, "-m", "flame_control.cli.main", "up", "--config", str(plane.config_path),
-             "--services", services],
+             "--services", services, f"--set=metrics.port={free_port()}"],  # one /metrics port per process
             cwd=ROOT,
             env={"PYTHONUNBUFFERED": "1"},
             ready=lambda: all(port_open(ports[k]) for k in keys),

@@ -89,8 +89,18 @@ def test_grpc_port_in_use_names_the_service_and_port_and_starts_nothing(tmp_path
     up = run([*FLAME, "up", "--state-dir", str(state), *ports], tmp_path)
     line = failure_line(up, "flame up")
     assert f"pce: gRPC port (listen.ports.pce) 127.0.0.1:{listener} is already in use" in line
-    # Checked before any service is built: no service state directory was made.
-    assert sorted(p.name for p in state.iterdir()) == ["flame.lock"]
+    # Checked before any service is built: no service state directory was made, only the services' lock files.
+    assert sorted(p.name for p in state.iterdir()) == ["clmc.lock", "orchestrator.lock", "pce.lock", "sfemc.lock"]
+
+
+def test_metrics_port_in_use_is_refused_before_any_service_starts(tmp_path: Path, listener: int) -> None:
+    """An explicit ``metrics.port`` that is taken stops the start before any service is built or serves (before, the
+    process served its RPCs for a moment and then died: two processes of a split deployment sharing one config)."""
+    state = tmp_path / "s"
+    up = run([*FLAME, "up", "--state-dir", str(state), f"--set=metrics.port={listener}", *control_ports()], tmp_path)
+    line = failure_line(up, "flame up")
+    assert f"metrics endpoint (metrics.port) 127.0.0.1:{listener} is already in use" in line
+    assert sorted(p.name for p in state.iterdir()) == ["clmc.lock", "orchestrator.lock", "pce.lock", "sfemc.lock"]
 
 
 def test_nap_admin_port_in_use_is_one_line(tmp_path: Path, listener: int) -> None:
@@ -155,24 +165,39 @@ def test_state_dir_used_by_a_running_flame_up_is_refused_and_the_second_starts_n
         tmp_path,
     )
     line = failure_line(second, "flame up")
-    assert f"state directory {state} is in use by a running flame up (pid {first.popen.pid})" in line
-    # The second built no service (no orchestrator, SFEMC or CLMC state: no VIM, no endpoint process) and bound nothing.
-    assert sorted(str(p.relative_to(state)) for p in state.rglob("*")) == before
+    assert f"state directory {state} is in use by a running flame up (pid {first.popen.pid}) serving pce" in line
+    # The second built no service (no orchestrator, SFEMC or CLMC state: no VIM, no endpoint process) and bound
+    # nothing; it left only the lock files of its other services, none of them held.
+    after = sorted(str(p.relative_to(state)) for p in state.rglob("*"))
+    assert set(after) - set(before) <= {"clmc.lock", "orchestrator.lock", "sfemc.lock"}
     assert not (state / "orchestrator").exists() and not (state / "sfemc").exists()
     assert not port_open(second_port)
-    assert (state / "flame.lock").read_text().split() == [str(first.popen.pid), "flame", "up"]
-    # A flame-nap on the same directory is refused too, naming the owner.
-    nap = run([*NAP, *nap_args(state)], tmp_path)
-    assert f"is in use by a running flame up (pid {first.popen.pid})" in failure_line(nap, "flame-nap")
+    assert (state / "pce.lock").read_text().split() == [str(first.popen.pid), "flame", "up"]
     assert first.popen.poll() is None
 
 
-def test_state_dir_used_by_a_running_flame_nap_is_refused_for_flame_up(tmp_path: Path, procs: ProcessGroup) -> None:
+def test_a_split_deployment_shares_a_state_directory_but_never_a_service(tmp_path: Path, procs: ProcessGroup) -> None:
+    """ORCH-8 split deployment on one config: ``flame up --services pce`` and ``--services clmc`` and a flame-nap run
+    side by side on one state directory (each service locks its own ``<service>.lock``); a second process for a
+    service that is already served is refused, naming the owner."""
     state = tmp_path / "s"
-    nap = procs.start("nap", [*NAP, *nap_args(state)], ready=lambda: "admin service on" in procs.procs[0].output())
-    up = run([*FLAME, "up", "--state-dir", str(state), *control_ports()], tmp_path)
-    assert f"in use by a running flame-nap (pid {nap.popen.pid})" in failure_line(up, "flame up")
-    assert sorted(p.name for p in state.iterdir()) == ["flame.lock", "nap"]
+    pce = procs.start(
+        "pce", [*FLAME, "up", "--state-dir", str(state), "--services=pce", *control_ports()],
+        ready=lambda: "is up" in procs.procs[0].output(), timeout=60,
+    )  # fmt: skip
+    clmc = procs.start(
+        "clmc", [*FLAME, "up", "--state-dir", str(state), "--services=clmc", *control_ports()],
+        ready=lambda: "is up" in procs.procs[1].output(), timeout=60,
+    )  # fmt: skip
+    nap = procs.start("nap", [*NAP, *nap_args(state)], ready=lambda: "admin service on" in procs.procs[2].output())
+    assert (state / "clmc.lock").read_text().split() == [str(clmc.popen.pid), "flame", "up"]
+    assert (state / "nap.lock").read_text().split() == [str(nap.popen.pid), "flame-nap"]
+    again = run([*NAP, *nap_args(state)], tmp_path)
+    assert f"in use by a running flame-nap (pid {nap.popen.pid}) serving nap" in failure_line(again, "flame-nap")
+    both = run([*FLAME, "up", "--state-dir", str(state), "--services=clmc,orchestrator", *control_ports()], tmp_path)
+    assert f"in use by a running flame up (pid {clmc.popen.pid}) serving clmc" in failure_line(both, "flame up")
+    assert not (state / "orchestrator").exists()
+    assert pce.popen.poll() is None and clmc.popen.poll() is None and nap.popen.poll() is None
 
 
 def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path: Path, procs: ProcessGroup) -> None:
@@ -180,12 +205,12 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path: Path, procs: Proce
     dead.wait()
     state = tmp_path / "s"
     state.mkdir()
-    (state / "flame.lock").write_text(f"{dead.pid}\nflame up\n")
+    (state / "pce.lock").write_text(f"{dead.pid}\nflame up\n")
     proc = procs.start(
         "up", [*FLAME, "up", "--state-dir", str(state), "--services=pce", *control_ports()],
         ready=lambda: "is up" in procs.procs[0].output(), timeout=60,
     )  # fmt: skip
-    assert (state / "flame.lock").read_text().split()[0] == str(proc.popen.pid)
+    assert (state / "pce.lock").read_text().split()[0] == str(proc.popen.pid)
     assert "took over the state directory" in proc.output() and f"pid={dead.pid}" in proc.output()
     assert procs.stop(proc) == 0
     # After a clean stop the next start takes the directory without complaint.
@@ -193,7 +218,7 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path: Path, procs: Proce
         "again", [*FLAME, "up", "--state-dir", str(state), "--services=pce", *control_ports()],
         ready=lambda: "is up" in procs.procs[-1].output(), timeout=60,
     )  # fmt: skip
-    assert (state / "flame.lock").read_text().split()[0] == str(again.popen.pid)
+    assert (state / "pce.lock").read_text().split()[0] == str(again.popen.pid)
 
 
 # -- item 4: safe by default ---------------------------------------------------------------------------------------
@@ -213,7 +238,7 @@ def test_state_is_private_directories_0700_files_0600(tmp_path: Path, procs: Pro
     )  # fmt: skip
     files = [p for p in state.rglob("*") if p.is_file()]
     names = {str(p.relative_to(state)) for p in files}
-    assert {"flame.lock", "clmc/metrics.sqlite", "clmc/clmc_state.sqlite", "sfemc/sfemc.json"} <= names, names
+    assert {"pce.lock", "clmc/metrics.sqlite", "clmc/clmc_state.sqlite", "sfemc/sfemc.json"} <= names, names
     for path in [state, *state.rglob("*")]:
         mode = os.stat(path).st_mode & 0o777
         assert mode & 0o077 == 0, (str(path), oct(mode))

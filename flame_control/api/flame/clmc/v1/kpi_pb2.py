@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66lame/clmc/v1/kpi.proto\x12\rflame.clmc.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa5\x04\n\rKpiDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rmedia_service\x18\x02 \x01(\t\x12$\n\x04kind\x18\x03 \x01(\x0e\x32\x16.flame.clmc.v1.KpiKind\x12\x13\n\x0bmeasurement\x18\x04 \x01(\t\x12\r\n\x05\x66ield\x18\x05 \x01(\t\x12/\n\x0b\x61ggregation\x18\x06 \x01(\x0e\x32\x1a.flame.clmc.v1.Aggregation\x12\x12\n\npercentile\x18\x07 \x01(\x01\x12)\n\x06window\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08group_by\x18\t \x03(\t\x12\x36\n\x05scope\x18\n \x03(\x0b\x32\'.flame.clmc.v1.KpiDefinition.ScopeEntry\x12-\n\ncomparison\x18\x0b \x01(\x0e\x32\x19.flame.clmc.v1.Comparison\x12\x11\n\tthreshold\x18\x0c \x01(\x01\x12\x17\n\x0f\x63lear_threshold\x18\r \x01(\x01\x12/\n\x0c\x66or_duration\x18\x0e \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x31\n\x0e\x64\x65\x61\x64man_period\x18\x0f \x01(\x0b\x32\x19.google.protobuf.Duration\x1a,\n\nScopeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x93\x02\n\x08KpiEvent\x12\x0b\n\x03kpi\x18\x01 \x01(\t\x12\x15\n\rmedia_service\x18\x02 \x01(\t\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.flame.clmc.v1.KpiState\x12\r\n\x05value\x18\x04 \x01(\x01\x12\x31\n\x05group\x18\x05 \x03(\x0b\x32\".flame.clmc.v1.KpiEvent.GroupEntry\x12(\n\x04time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07message\x18\x07 \x01(\t\x12\x10\n\x08sequence\x18\x08 \x01(\x04\x1a,\n\nGroupEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*h\n\x07KpiKind\x12\x18\n\x14KPI_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12KPI_KIND_THRESHOLD\x10\x01\x12\x15\n\x11KPI_KIND_RELATIVE\x10\x02\x12\x14\n\x10KPI_KIND_DEADMAN\x10\x03*\xb2\x01\n\x0b\x41ggregation\x12\x1b\n\x17\x41GGREGATION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41GGREGATION_MEAN\x10\x01\x12\x13\n\x0f\x41GGREGATION_MIN\x10\x02\x12\x13\n\x0f\x41GGREGATION_MAX\x10\x03\x12\x13\n\x0f\x41GGREGATION_SUM\x10\x04\x12\x15\n\x11\x41GGREGATION_COUNT\x10\x05\x12\x1a\n\x16\x41GGREGATION_PERCENTILE\x10\x06*U\n\nComparison\x12\x1a\n\x16\x43OMPARISON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43OMPARISON_GREATER\x10\x01\x12\x13\n\x0f\x43OMPARISON_LESS\x10\x02*R\n\x08KpiState\x12\x19\n\x15KPI_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10KPI_STATE_FIRING\x10\x01\x12\x15\n\x11KPI_STATE_CLEARED\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66lame/clmc/v1/kpi.proto\x12\rflame.clmc.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x04\n\rKpiDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rmedia_service\x18\x02 \x01(\t\x12$\n\x04kind\x18\x03 \x01(\x0e\x32\x16.flame.clmc.v1.KpiKind\x12\x13\n\x0bmeasurement\x18\x04 \x01(\t\x12\r\n\x05\x66ield\x18\x05 \x01(\t\x12/\n\x0b\x61ggregation\x18\x06 \x01(\x0e\x32\x1a.flame.clmc.v1.Aggregation\x12\x12\n\npercentile\x18\x07 \x01(\x01\x12)\n\x06window\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08group_by\x18\t \x03(\t\x12\x36\n\x05scope\x18\n \x03(\x0b\x32\'.flame.clmc.v1.KpiDefinition.ScopeEntry\x12-\n\ncomparison\x18\x0b \x01(\x0e\x32\x19.flame.clmc.v1.Comparison\x12\x11\n\tthreshold\x18\x0c \x01(\x01\x12\x17\n\x0f\x63lear_threshold\x18\r \x01(\x01\x12/\n\x0c\x66or_duration\x18\x0e \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x31\n\x0e\x64\x65\x61\x64man_period\x18\x0f \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0einfrastructure\x18\x10 \x01(\x08\x1a,\n\nScopeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x93\x02\n\x08KpiEvent\x12\x0b\n\x03kpi\x18\x01 \x01(\t\x12\x15\n\rmedia_service\x18\x02 \x01(\t\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.flame.clmc.v1.KpiState\x12\r\n\x05value\x18\x04 \x01(\x01\x12\x31\n\x05group\x18\x05 \x03(\x0b\x32\".flame.clmc.v1.KpiEvent.GroupEntry\x12(\n\x04time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07message\x18\x07 \x01(\t\x12\x10\n\x08sequence\x18\x08 \x01(\x04\x1a,\n\nGroupEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*h\n\x07KpiKind\x12\x18\n\x14KPI_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12KPI_KIND_THRESHOLD\x10\x01\x12\x15\n\x11KPI_KIND_RELATIVE\x10\x02\x12\x14\n\x10KPI_KIND_DEADMAN\x10\x03*\xb2\x01\n\x0b\x41ggregation\x12\x1b\n\x17\x41GGREGATION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41GGREGATION_MEAN\x10\x01\x12\x13\n\x0f\x41GGREGATION_MIN\x10\x02\x12\x13\n\x0f\x41GGREGATION_MAX\x10\x03\x12\x13\n\x0f\x41GGREGATION_SUM\x10\x04\x12\x15\n\x11\x41GGREGATION_COUNT\x10\x05\x12\x1a\n\x16\x41GGREGATION_PERCENTILE\x10\x06*U\n\nComparison\x12\x1a\n\x16\x43OMPARISON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43OMPARISON_GREATER\x10\x01\x12\x13\n\x0f\x43OMPARISON_LESS\x10\x02*R\n\x08KpiState\x12\x19\n\x15KPI_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10KPI_STATE_FIRING\x10\x01\x12\x15\n\x11KPI_STATE_CLEARED\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,20 +37,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_KPIDEFINITION_SCOPEENTRY']._serialized_options = b'8\001'
   _globals['_KPIEVENT_GROUPENTRY']._loaded_options = None
   _globals['_KPIEVENT_GROUPENTRY']._serialized_options = b'8\001'
-  _globals['_KPIKIND']._serialized_start=937
-  _globals['_KPIKIND']._serialized_end=1041
-  _globals['_AGGREGATION']._serialized_start=1044
-  _globals['_AGGREGATION']._serialized_end=1222
-  _globals['_COMPARISON']._serialized_start=1224
-  _globals['_COMPARISON']._serialized_end=1309
-  _globals['_KPISTATE']._serialized_start=1311
-  _globals['_KPISTATE']._serialized_end=1393
+  _globals['_KPIKIND']._serialized_start=961
+  _globals['_KPIKIND']._serialized_end=1065
+  _globals['_AGGREGATION']._serialized_start=1068
+  _globals['_AGGREGATION']._serialized_end=1246
+  _globals['_COMPARISON']._serialized_start=1248
+  _globals['_COMPARISON']._serialized_end=1333
+  _globals['_KPISTATE']._serialized_start=1335
+  _globals['_KPISTATE']._serialized_end=1417
   _globals['_KPIDEFINITION']._serialized_start=108
-  _globals['_KPIDEFINITION']._serialized_end=657
-  _globals['_KPIDEFINITION_SCOPEENTRY']._serialized_start=613
-  _globals['_KPIDEFINITION_SCOPEENTRY']._serialized_end=657
-  _globals['_KPIEVENT']._serialized_start=660
-  _globals['_KPIEVENT']._serialized_end=935
-  _globals['_KPIEVENT_GROUPENTRY']._serialized_start=891
-  _globals['_KPIEVENT_GROUPENTRY']._serialized_end=935
+  _globals['_KPIDEFINITION']._serialized_end=681
+  _globals['_KPIDEFINITION_SCOPEENTRY']._serialized_start=637
+  _globals['_KPIDEFINITION_SCOPEENTRY']._serialized_end=681
+  _globals['_KPIEVENT']._serialized_start=684
+  _globals['_KPIEVENT']._serialized_end=959
+  _globals['_KPIEVENT_GROUPENTRY']._serialized_start=915
+  _globals['_KPIEVENT_GROUPENTRY']._serialized_end=959
 # @@protoc_insertion_point(module_scope)

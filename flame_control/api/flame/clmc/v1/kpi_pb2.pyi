@@ -178,6 +178,7 @@ class KpiDefinition(_message.Message):
     CLEAR_THRESHOLD_FIELD_NUMBER: _builtins.int
     FOR_DURATION_FIELD_NUMBER: _builtins.int
     DEADMAN_PERIOD_FIELD_NUMBER: _builtins.int
+    INFRASTRUCTURE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Unique name within its media service."""
     media_service: _builtins.str
@@ -198,6 +199,14 @@ class KpiDefinition(_message.Message):
     """Threshold (threshold KPIs) or percent change (relative KPIs)."""
     clear_threshold: _builtins.float
     """Value at which a firing threshold KPI clears (hysteresis); defaults to `threshold`."""
+    infrastructure: _builtins.bool
+    """An infrastructure KPI (CLMC-28): its scope is exactly as given (any tags: NAP, switch, host, link) with no
+    flame_sfc added, so it sees every media service's points. Only callers that see every service's
+    infrastructure (platform operator, infrastructure provider) may set it, and only on infrastructure
+    measurements (nap_*, pce_*, switch_*, host_*); `media_service` then only names the group it is listed under.
+    Unset (the default), a KPI watches only points of its own media service, even on nap_* measurements.
+    KPIs defined by the infrastructure provider are always infrastructure KPIs.
+    """
     @_builtins.property
     def window(self) -> _duration_pb2.Duration:
         """Window the aggregation covers."""
@@ -236,10 +245,11 @@ class KpiDefinition(_message.Message):
         clear_threshold: _builtins.float = ...,
         for_duration: _duration_pb2.Duration | None = ...,
         deadman_period: _duration_pb2.Duration | None = ...,
+        infrastructure: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["deadman_period", b"deadman_period", "for_duration", b"for_duration", "window", b"window"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregation", b"aggregation", "clear_threshold", b"clear_threshold", "comparison", b"comparison", "deadman_period", b"deadman_period", "field", b"field", "for_duration", b"for_duration", "group_by", b"group_by", "kind", b"kind", "measurement", b"measurement", "media_service", b"media_service", "name", b"name", "percentile", b"percentile", "scope", b"scope", "threshold", b"threshold", "window", b"window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregation", b"aggregation", "clear_threshold", b"clear_threshold", "comparison", b"comparison", "deadman_period", b"deadman_period", "field", b"field", "for_duration", b"for_duration", "group_by", b"group_by", "infrastructure", b"infrastructure", "kind", b"kind", "measurement", b"measurement", "media_service", b"media_service", "name", b"name", "percentile", b"percentile", "scope", b"scope", "threshold", b"threshold", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
