@@ -33,6 +33,13 @@ def _scope(principal: Principal) -> str:
     return str(getattr(principal, "nap_id", "") or "")
 
 
+def registers_on_behalf(principal: Principal) -> bool:
+    """True when the caller may name another subject as a registration's owner: the platform operator and the control
+    plane (an unscoped component such as the SFEMC). A NAP-scoped token owns what it registers, so a rogue NAP cannot
+    attach to a provider's name by naming the provider as owner."""
+    return principal.role is Role.PLATFORM_OPERATOR or (principal.role is Role.COMPONENT and not _scope(principal))
+
+
 def check_nap_session(principal: Principal, names: frozenset[str], nap_id: str) -> None:
     """Raise PermissionDenied unless the caller may open the NAP session of ``nap_id``."""
     scope = _scope(principal)

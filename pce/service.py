@@ -22,7 +22,7 @@ from flame_control.runtime.service import ALL_ROLES, AccessRules, Role, ServiceC
 from pce import convert, metrics, persist, session_input
 from pce import topology as topolib
 from pce.core import PceCore
-from pce.identity import certificate_names, check_nap_session, check_registration
+from pce.identity import certificate_names, check_nap_session, check_registration, registers_on_behalf
 from pce.persist import SECTIONS, Persister, body_digest
 from pce.registry import Registration, check_fqdn
 from pce.replica import Replica
@@ -268,11 +268,7 @@ class PceServicer(SwitchControl, pce_pb2_grpc.PceServiceServicer):
         v.raise_if_any()
         principal = principal_from_context(context)
         check_registration(principal, certificate_names(context), request.nap_id)
-        owner = (
-            request.owner
-            if request.owner and principal.role in (Role.PLATFORM_OPERATOR, Role.COMPONENT)
-            else principal.subject
-        )
+        owner = request.owner if request.owner and registers_on_behalf(principal) else principal.subject
         reg = Registration(fqdn, request.nap_id, owner, request.endpoint_id, "rpc", self.wall())
         self.writable()
         async with self.lock:

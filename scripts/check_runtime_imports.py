@@ -10,6 +10,7 @@ runtime dependency in pyproject.toml nor required (transitively) by one. Imports
 A copy of ../shared/tools/check_runtime_imports.py kept in the repository (issue 11) so that `scripts/test.sh` runs it
 on a fresh clone too; scripts/test.sh also runs the shared one when it is present beside the clone, as in CI.
 """
+
 from __future__ import annotations
 
 import ast

@@ -34,3 +34,14 @@ def procs(tmp_path: Path) -> Iterator[ProcessGroup]:
         yield group
     finally:
         group.stop_all()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_authenticator() -> Iterator[None]:
+    """A server started in-process installs the process-wide authenticator; restore it after each test so a later
+    test calling a servicer directly does not meet a previous test's token rules (an order-dependent failure)."""
+    from flame_control.runtime import auth
+
+    before = auth.current()
+    yield
+    auth.install_or_clear(before)

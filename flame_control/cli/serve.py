@@ -72,7 +72,7 @@ async def _serve(host: ServiceHost, keys: Sequence[str], announce: Announce, pro
         await stop.wait()
         print("stopping...", flush=True)
     finally:
-        await host.stop()
+        await host.stop(drain=progress.serving)  # a start that failed was never announced: nobody to drain
     print("stopped", flush=True)
 
 

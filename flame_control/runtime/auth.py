@@ -129,6 +129,12 @@ def install(authenticator: Authenticator) -> None:
     _current = authenticator
 
 
+def install_or_clear(authenticator: Authenticator | None) -> None:
+    """Restore a value returned by :func:`current` (None: no authenticator, auth off)."""
+    global _current
+    _current = authenticator
+
+
 def current() -> Authenticator | None:
     """The process-wide authenticator (None before the server bootstrap installed one: auth is off)."""
     return _current

@@ -3,6 +3,7 @@ domain-error mapping to rich gRPC status, and one access-log line per call."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import time
@@ -12,7 +13,7 @@ from typing import Any, NoReturn
 import grpc
 
 from flame_control.runtime.auth import PUBLIC_METHOD_PREFIXES, Authenticator
-from flame_control.runtime.errors import DomainError, PermissionDenied
+from flame_control.runtime.errors import DomainError, PermissionDenied, Unavailable
 from flame_control.runtime.idempotency import IdempotencyCache
 from flame_control.runtime.metrics import ProcessMetrics
 from flame_control.runtime.service import AccessRules, Principal
@@ -47,6 +48,9 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self.authenticator = authenticator
         self.idempotency = idempotency
         self.component = service_name.split(".")[1] if service_name.count(".") >= 2 else service_name
+        #: Set when the server stops taking calls: open response streams then end with UNAVAILABLE at once (the
+        #: client reconnects, as after an HTTP/2 GOAWAY) instead of holding the shutdown for its whole grace period.
+        self.closing = asyncio.Event()
 
     async def intercept_service(
         self,
@@ -143,7 +147,7 @@ def _streaming(behavior: Any, ic: RuntimeInterceptor, method: str, name: str) ->
             if inspect.isawaitable(result):
                 result = await result
             if hasattr(result, "__aiter__"):
-                async for item in result:
+                async for item in _until_closed(result, ic.closing):
                     yield item
             elif result is not None:
                 for item in result:
@@ -155,6 +159,30 @@ def _streaming(behavior: Any, ic: RuntimeInterceptor, method: str, name: str) ->
             ic.log_call(method, principal, code, started)
 
     return wrapped
+
+
+async def _until_closed(items: AsyncIterator[Any], closing: asyncio.Event) -> AsyncIterator[Any]:
+    """The items of a response stream until ``closing`` is set; then the stream ends with UNAVAILABLE."""
+    source = items.__aiter__()
+    closed = asyncio.ensure_future(closing.wait())
+    try:
+        while True:
+            nxt = asyncio.ensure_future(source.__anext__())
+            await asyncio.wait((nxt, closed), return_when=asyncio.FIRST_COMPLETED)
+            if not nxt.done():
+                nxt.cancel()
+                await asyncio.gather(nxt, return_exceptions=True)
+                raise Unavailable("the server is shutting down; reconnect")
+            try:
+                item = nxt.result()
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        closed.cancel()
+        aclose = getattr(source, "aclose", None)
+        if aclose is not None:
+            await asyncio.gather(aclose(), return_exceptions=True)
 
 
 async def _call(behavior: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:

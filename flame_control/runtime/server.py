@@ -96,6 +96,7 @@ class _Running:
     server: grpc.aio.Server
     health: ReasonedHealth
     port: int
+    interceptor: RuntimeInterceptor
     reporter: HealthReporter | None = None
 
 
@@ -173,7 +174,7 @@ class ServiceHost:
             except BaseException:
                 await server.stop(None)  # not yet in self.running, so stop() would not reach it
                 raise
-        running = _Running(spec, server, health_servicer, bound)
+        running = _Running(spec, server, health_servicer, bound, interceptor)
         await health_servicer.report(("", spec.name), None)
         if spec.health is not None:
             running.reporter = HealthReporter(health_servicer, ("", spec.name), spec.health)
@@ -225,17 +226,23 @@ class ServiceHost:
         log.info("metrics", extra={"fields": {"address": f"http://{cfg.host}:{bound}/metrics"}})
         return bound
 
-    async def stop(self) -> None:
-        """Graceful shutdown: NOT_SERVING everywhere while still answering for ``shutdown_drain_s``, then in-flight
-        calls get ``shutdown_grace_s``, then on_stop hooks run and peer channels close."""
+    async def stop(self, drain: bool = True) -> None:
+        """Graceful shutdown: NOT_SERVING everywhere while still answering for ``shutdown_drain_s``; then no new
+        calls, open response streams end with UNAVAILABLE (clients reconnect elsewhere) and in-flight unary calls get
+        ``shutdown_grace_s``; then on_stop hooks run and peer channels close. ``drain=False`` skips the drain (a
+        start that failed was never announced ready)."""
         for r in self.running.values():
             if r.reporter is not None:
                 await r.reporter.stop()
             await r.health.enter_graceful_shutdown()
-        if self.running and self.config.shutdown_drain_s > 0:
+        if drain and self.running and self.config.shutdown_drain_s > 0:
             log.info("draining", extra={"fields": {"seconds": self.config.shutdown_drain_s}})
             await asyncio.sleep(self.config.shutdown_drain_s)
-        await asyncio.gather(*(r.server.stop(self.config.shutdown_grace_s) for r in self.running.values()))
+        stopping = [asyncio.ensure_future(r.server.stop(self.config.shutdown_grace_s)) for r in self.running.values()]
+        await asyncio.sleep(0)  # every server refuses new calls before the open streams end (no reconnect lands)
+        for r in self.running.values():
+            r.interceptor.closing.set()
+        await asyncio.gather(*stopping)
         for r in self.running.values():
             if r.spec.on_stop is not None:
                 try:

@@ -36,9 +36,7 @@ def test_demo_summary_names_the_failing_component_and_its_whole_error_line(tmp_p
     # Every child inherits this: flame-nap refuses to listen beyond loopback without authentication (one line).
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "FLAME_LISTEN__HOST": "0.0.0.0"}
     argv = [sys.executable, "-m", "flame_control.cli.main", "demo", "--quick", "--state-dir", str(state)]
-    proc = subprocess.run(
-        [*argv, "--json", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
-    )
+    proc = subprocess.run([*argv, "--json", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     reason = (
         "refusing to listen on 0.0.0.0 with authentication off: anyone who reaches these ports could control the "

@@ -26,9 +26,14 @@ TOKENS = {
     "admin": ("platform_operator", "tok-admin"),
     "alice": ("media_service_provider", "tok-alice"),
     "mallory": ("media_service_provider", "tok-mallory"),
+    "nap2": ("component", "tok-nap2"),
 }
 AUTH = AuthConfig(
-    enabled=True, tokens=[TokenEntry(subject=s, role=r, sha256=hash_token(t)) for s, (r, t) in TOKENS.items()]
+    enabled=True,
+    tokens=[
+        TokenEntry(subject=s, role=r, sha256=hash_token(t), nap_id="nap-dc-2" if s == "nap2" else "")
+        for s, (r, t) in TOKENS.items()
+    ],
 )
 
 
@@ -48,22 +53,31 @@ def serve(scenario: Callable[[pce_pb2_grpc.PceServiceStub, Any], Awaitable[None]
 
 
 def test_sfr21_only_the_owner_or_an_operator_unregisters_a_name_no_hijack() -> None:
+    """Registrations come from the control plane on a provider's behalf or from the NAP itself (issue 12 item 6); a
+    provider refused another's name can neither unregister it nor claim it, and a NAP cannot attach to a provider's
+    name by naming the provider as owner."""
+
     async def scenario(stub: pce_pb2_grpc.PceServiceStub, ch: Any) -> None:
-        await stub.RegisterFqdn(pce_pb2.RegisterFqdnRequest(fqdn=VOD, nap_id="nap-dc"), metadata=as_("alice"))
-        with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await stub.RegisterFqdn(pce_pb2.RegisterFqdnRequest(fqdn=VOD, nap_id="nap-dc-2"), metadata=as_("mallory"))
-        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
-        with pytest.raises(grpc.aio.AioRpcError) as hijack:
-            await stub.UnregisterFqdn(pce_pb2.UnregisterFqdnRequest(fqdn=VOD, nap_id="nap-dc"), metadata=as_("mallory"))
-        assert hijack.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        def register(nap: str, owner: str = "") -> pce_pb2.RegisterFqdnRequest:
+            return pce_pb2.RegisterFqdnRequest(fqdn=VOD, nap_id=nap, owner=owner)
+
+        async def refused(call: Awaitable[Any]) -> None:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await call
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+        await stub.RegisterFqdn(register("nap-dc", "alice"), metadata=as_("ops"))
+        await refused(stub.RegisterFqdn(register("nap-dc-2", "mallory"), metadata=as_("ops")))
+        await refused(stub.RegisterFqdn(register("nap-dc-2"), metadata=as_("mallory")))
+        unregister = pce_pb2.UnregisterFqdnRequest(fqdn=VOD, nap_id="nap-dc")
+        await refused(stub.UnregisterFqdn(unregister, metadata=as_("mallory")))
+        await refused(stub.UnregisterFqdn(unregister, metadata=as_("nap2")))
+        await refused(stub.RegisterFqdn(register("nap-dc-2", "alice"), metadata=as_("nap2")))
         listed = await stub.ListRegistrations(pce_pb2.ListRegistrationsRequest(), metadata=as_("alice"))
-        assert [(r.fqdn, r.owner) for r in listed.registrations] == [(VOD, "alice")]
-        with pytest.raises(grpc.aio.AioRpcError) as claim:
-            await stub.RegisterFqdn(pce_pb2.RegisterFqdnRequest(fqdn=VOD, nap_id="nap-dc-2"), metadata=as_("mallory"))
-        assert claim.value.code() == grpc.StatusCode.PERMISSION_DENIED
-        # the owner removes it; an operator may remove anyone's
-        await stub.RegisterFqdn(pce_pb2.RegisterFqdnRequest(fqdn=VOD, nap_id="nap-dc-2"), metadata=as_("alice"))
-        await stub.UnregisterFqdn(pce_pb2.UnregisterFqdnRequest(fqdn=VOD, nap_id="nap-dc"), metadata=as_("alice"))
+        assert [(r.fqdn, r.nap_id, r.owner) for r in listed.registrations] == [(VOD, "nap-dc", "alice")]
+        # the control plane removes it on the owner's behalf; an operator may remove anyone's
+        await stub.RegisterFqdn(register("nap-dc-2", "alice"), metadata=as_("ops"))
+        await stub.UnregisterFqdn(unregister, metadata=as_("ops"))
         await stub.UnregisterFqdn(pce_pb2.UnregisterFqdnRequest(fqdn=VOD, nap_id="nap-dc-2"), metadata=as_("admin"))
         listed = await stub.ListRegistrations(pce_pb2.ListRegistrationsRequest(), metadata=as_("alice"))
         assert list(listed.registrations) == []

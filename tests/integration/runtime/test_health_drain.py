@@ -2,6 +2,8 @@
 
 - on shutdown the server reports NOT_SERVING *over the wire* (with the reason in trailing metadata) for the whole
   drain period, still answers new calls during it, lets in-flight calls finish, and is gone after drain + grace;
+- an open response stream (a watch that never ends by itself) ends with UNAVAILABLE when the server stops taking
+  calls, so a SIGTERM never waits out the whole grace period for it;
 - a service's own health callback drives SERVING / NOT_SERVING with its reason;
 - the interceptor's metrics count every call by method and code.
 """
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from flame_control.runtime.config import FlameConfig
@@ -33,6 +36,12 @@ class Slow(services.EchoServiceServicer):  # type: ignore[misc,name-defined]
         if request.text == "slow":
             await asyncio.sleep(1.5)
         return protos.EchoResponse(text=request.text, calls=1)
+
+    async def Count(self, request: Any, context: Any) -> Any:
+        """A watch: ``n`` items, then waits for more forever."""
+        for i in range(request.n):
+            yield protos.CountResponse(i=i)
+        await asyncio.Event().wait()
 
 
 async def probe(target: str) -> tuple[str, str]:
@@ -69,6 +78,29 @@ def test_stop_answers_not_serving_over_the_wire_during_drain_then_in_flight_call
             elapsed = time.monotonic() - started
             assert 0.9 <= elapsed < 1.0 + 5.0 + 3.0, elapsed
         assert (await probe(target))[0] == "UNAVAILABLE"
+
+    asyncio.run(scenario())
+
+
+def test_an_open_watch_stream_ends_unavailable_at_stop_instead_of_holding_the_grace_period() -> None:
+    async def scenario() -> None:
+        host = ServiceHost(FlameConfig(shutdown_drain_s=0.5, shutdown_grace_s=30.0), settings={})
+        port = await host.start_spec("echo", ServiceSpec(NAME, Slow(), services.add_EchoServiceServicer_to_server), 0)
+        async with channel(f"127.0.0.1:{port}") as ch:
+            stub = services.EchoServiceStub(ch)
+            watch = stub.Count(protos.CountRequest(n=2))
+            assert [(await watch.read()).i, (await watch.read()).i] == [0, 1]
+            in_flight = asyncio.ensure_future(stub.Echo(protos.EchoRequest(text="slow")))
+            await asyncio.sleep(0.2)
+            started = time.monotonic()
+            await host.stop()
+            elapsed = time.monotonic() - started
+            assert (await in_flight).text == "slow"  # unary calls still finish within the grace
+            assert elapsed < 0.5 + 1.5 + 5.0, elapsed  # not 30 s of grace for the watch
+            with pytest.raises(grpc.aio.AioRpcError) as ended:
+                await watch.read()
+            assert ended.value.code() == grpc.StatusCode.UNAVAILABLE, ended.value
+            assert "shutting down" in (ended.value.details() or "")
 
     asyncio.run(scenario())
 

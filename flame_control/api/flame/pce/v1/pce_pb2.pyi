@@ -219,7 +219,9 @@ class RegisterFqdnRequest(_message.Message):
     nap_id: _builtins.str
     """NAP in front of the endpoint (must be a NAP of the topology)."""
     owner: _builtins.str
-    """Owner of the name; defaults to the caller's subject."""
+    """Owner of the name; defaults to the caller's subject. Honoured only from the platform operator or an unscoped
+    control-plane component (the SFEMC registering for a provider); from anyone else the caller owns the name.
+    """
     endpoint_id: _builtins.str
     """SF endpoint serving it (informational)."""
     def __init__(
